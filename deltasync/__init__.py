@@ -1,0 +1,1 @@
+"""deltasync: send Alma only the patrons that changed."""

@@ -1,0 +1,199 @@
+"""Read-only questions about a feed: its status, its batches, one patron's history."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from .config import FeedConfig
+from .errors import NotFound
+from .store import Store
+from .store import snapshot as snap
+
+
+@dataclass(frozen=True)
+class ExtractInfo:
+    """An ingested extract."""
+
+    name: str
+    sha256: str
+    records: int
+    ingested_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class BatchRow:
+    """A batch as the ledger holds it."""
+
+    seq: int
+    file: str
+    status: str
+    created_at: dt.datetime
+    records: int
+    parts: int
+    new: int
+    changed: int
+    returned: int
+    departed: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class FeedStatus:
+    """Where a feed stands."""
+
+    feed: str
+    store: str
+    outbox: str
+    patrons_present: int
+    patrons_departed: int
+    versions: int
+    extracts: int
+    batches: int
+    last_extract: ExtractInfo | None
+    last_batch: BatchRow | None
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One stored version of a patron's record."""
+
+    kind: str
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    batch_seq: int | None
+    batch_file: str | None
+    batch_status: str | None
+    digest: str
+    record: str
+
+
+def as_json(value: Any) -> Any:
+    """A dataclass (or list of them) as JSON-ready data, datetimes in ISO 8601."""
+    if isinstance(value, list):
+        return [as_json(item) for item in value]
+    data = asdict(value) if hasattr(value, "__dataclass_fields__") else value
+    return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def status(store: Store, feed: FeedConfig) -> FeedStatus:
+    """Counts and the latest extract and batch of ``feed``."""
+    with store.begin() as conn:
+        row = snap.find_feed(conn, feed.name)
+        if row is None:
+            return FeedStatus(feed.name, store.url, str(feed.outbox), 0, 0, 0, 0, 0, None, None)
+        states: dict[str, int] = dict(
+            conn.execute(
+                select(snap.patron_t.c.state, func.count())
+                .where(snap.patron_t.c.feed_id == row.id)
+                .group_by(snap.patron_t.c.state)
+            ).all()
+        )
+        versions = conn.execute(
+            select(func.count())
+            .select_from(snap.version_t)
+            .join(snap.patron_t, snap.patron_t.c.id == snap.version_t.c.patron_id)
+            .where(snap.patron_t.c.feed_id == row.id)
+        ).scalar_one()
+        extracts = conn.execute(
+            select(snap.extract_t)
+            .where(snap.extract_t.c.feed_id == row.id)
+            .order_by(snap.extract_t.c.id.desc())
+        ).all()
+        batch_rows = _batches(conn, row.id)
+    last_extract = None
+    if extracts:
+        e = extracts[0]
+        last_extract = ExtractInfo(e.name, e.sha256, e.records, e.ingested_at)
+    return FeedStatus(
+        feed=feed.name,
+        store=store.url,
+        outbox=str(feed.outbox),
+        patrons_present=int(states.get(snap.PRESENT, 0)),
+        patrons_departed=int(states.get(snap.DEPARTED, 0)),
+        versions=int(versions),
+        extracts=len(extracts),
+        batches=len(batch_rows),
+        last_extract=last_extract,
+        last_batch=batch_rows[-1] if batch_rows else None,
+    )
+
+
+def batches(store: Store, feed: FeedConfig) -> list[BatchRow]:
+    """Every batch of ``feed``, oldest first."""
+    with store.begin() as conn:
+        row = snap.find_feed(conn, feed.name)
+        return [] if row is None else _batches(conn, row.id)
+
+
+def _batches(conn: Any, feed_id: int) -> list[BatchRow]:
+    b = snap.batch_t.c
+    rows = conn.execute(select(snap.batch_t).where(b.feed_id == feed_id).order_by(b.seq))
+    return [
+        BatchRow(
+            r.seq,
+            r.file_name,
+            r.status,
+            r.created_at,
+            r.records,
+            r.parts,
+            r.new,
+            r.changed,
+            r.returned,
+            r.departed,
+            r.sha256,
+        )
+        for r in rows
+    ]
+
+
+def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
+    """Every stored version of one patron, oldest first, with the batch that carried it."""
+    key = feed.match_id.key(match_id.strip())
+    p, v, b = snap.patron_t.c, snap.version_t.c, snap.batch_t.c
+    with store.begin() as conn:
+        row = snap.find_feed(conn, feed.name)
+        patron_id = (
+            None
+            if row is None
+            else conn.execute(
+                select(p.id).where(p.feed_id == row.id, p.match_key == key)
+            ).scalar_one_or_none()
+        )
+        if patron_id is None:
+            raise NotFound(f"feed {feed.name!r} has no patron with match ID {match_id!r}")
+        rows = conn.execute(
+            select(
+                v.kind, v.first_seen, v.last_seen, v.digest, v.payload, b.seq, b.file_name, b.status
+            )
+            .outerjoin(snap.batch_t, b.id == v.batch_id)
+            .where(v.patron_id == patron_id)
+            .order_by(v.id)
+        ).all()
+    return [
+        VersionRow(
+            r.kind,
+            r.first_seen,
+            r.last_seen,
+            r.seq,
+            r.file_name,
+            r.status,
+            bytes(r.digest).hex(),
+            bytes(r.payload).decode("utf-8"),
+        )
+        for r in rows
+    ]

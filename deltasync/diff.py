@@ -1,0 +1,129 @@
+"""The diff: how each patron of a new extract stands against the snapshot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Kind(StrEnum):
+    """What happened to a patron between the snapshot and the extract."""
+
+    NEW = "new"
+    CHANGED = "changed"
+    UNCHANGED = "unchanged"
+    DEPARTED = "departed"
+    RETURNED = "returned"
+    HELD_BACK = "held_back"
+
+
+SENT_KINDS = (Kind.NEW, Kind.CHANGED, Kind.RETURNED)
+"""Kinds whose current record goes into the delta in full."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotEntry:
+    """What the snapshot knows of one match ID: enough to classify, nothing personal."""
+
+    patron_id: int
+    digest: bytes
+    present: bool
+
+
+@dataclass(frozen=True)
+class HeldBack:
+    """A match ID (or a record without one) that is not sent this run, and why."""
+
+    match_id: str | None
+    reason: str
+    where: tuple[str, ...]
+
+
+@dataclass
+class Counts:
+    """How many patrons fell into each kind."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    departed: int = 0
+    returned: int = 0
+    held_back: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counts keyed by kind, in a stable order."""
+        return {kind.value: getattr(self, kind.value) for kind in Kind}
+
+
+@dataclass
+class Diff:
+    """Classifies each record of an extract, streaming, against a snapshot index.
+
+    A match ID seen twice is held back: the first copy's classification is withdrawn, so
+    neither copy is sent and the patron is not counted as departed either.
+    """
+
+    snapshot: Mapping[str, SnapshotEntry]
+    _seen: dict[str, Kind] = field(default_factory=dict)
+    _where: dict[str, str] = field(default_factory=dict)
+    _held: dict[str, HeldBack] = field(default_factory=dict)
+    _unidentified: list[HeldBack] = field(default_factory=list)
+
+    def observe(self, key: str, match_id: str, digest: bytes, where: str) -> Kind:
+        """Classify one record; HELD_BACK if its match ID already occurred in this extract."""
+        held = self._held.get(key)
+        if held is not None:
+            self._held[key] = HeldBack(held.match_id, held.reason, (*held.where, where))
+            return Kind.HELD_BACK
+        if key in self._seen:
+            del self._seen[key]
+            first = self._where.pop(key)
+            self._held[key] = HeldBack(
+                match_id, "match ID occurs more than once in the extract", (first, where)
+            )
+            return Kind.HELD_BACK
+        entry = self.snapshot.get(key)
+        if entry is None:
+            kind = Kind.NEW
+        elif not entry.present:
+            kind = Kind.RETURNED
+        elif entry.digest != digest:
+            kind = Kind.CHANGED
+        else:
+            kind = Kind.UNCHANGED
+        self._seen[key] = kind
+        self._where[key] = where
+        return kind
+
+    def observe_unidentified(self, where: str, reason: str) -> None:
+        """Note a record that cannot be tracked because it has no match ID."""
+        self._unidentified.append(HeldBack(None, reason, (where,)))
+
+    @property
+    def records(self) -> int:
+        """How many distinct match IDs the extract held, held-back ones included."""
+        return len(self._seen) + len(self._held)
+
+    @property
+    def held_back(self) -> list[HeldBack]:
+        """Every held-back match ID and unidentified record, in the order found."""
+        return [*self._held.values(), *self._unidentified]
+
+    @property
+    def held_back_keys(self) -> set[str]:
+        """The match keys held back because they occurred more than once."""
+        return set(self._held)
+
+    def departed(self) -> Iterator[tuple[str, SnapshotEntry]]:
+        """Patrons present in the snapshot that the extract no longer holds."""
+        for key, entry in self.snapshot.items():
+            if entry.present and key not in self._seen and key not in self._held:
+                yield key, entry
+
+    def counts(self, departed: int) -> Counts:
+        """The tally of this diff, given how many patrons departed."""
+        counts = Counts(departed=departed, held_back=len(self.held_back))
+        for kind in self._seen.values():
+            setattr(counts, kind.value, getattr(counts, kind.value) + 1)
+        return counts

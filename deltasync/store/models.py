@@ -1,0 +1,181 @@
+"""The tables of the state store, as SQLAlchemy 2.x typed models.
+
+Every table belongs to one feed. ``patron`` is the snapshot: one row per match ID with the
+digest of the record last sent. ``patron_version`` keeps every distinct version a patron went
+through (a new row whenever the record differs from the one before), with the batch that sent
+it. ``staged_record`` is scratch space used inside one run's transaction and empty outside it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Timestamp(TypeDecorator[dt.datetime]):
+    """A moment stored in UTC and read back time-zone aware on every database.
+
+    SQLite keeps no zone and hands back naive values; this makes both backends alike.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be time-zone aware")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+        return value.astimezone(dt.UTC)  # type: ignore[no-any-return]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Feed(Base):
+    """A population of patrons synchronised as one Alma integration profile."""
+
+    __tablename__ = "feed"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    match_id: Mapped[str] = mapped_column(String(300))
+    hash_recipe: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp())
+
+
+class Batch(Base):
+    """One delta file built for a feed, numbered by ``seq`` within the feed."""
+
+    __tablename__ = "batch"
+    __table_args__ = (UniqueConstraint("feed_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    file_name: Mapped[str] = mapped_column(String(255))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp())
+    records: Mapped[int] = mapped_column(Integer)
+    parts: Mapped[int] = mapped_column(Integer)
+    new: Mapped[int] = mapped_column(Integer)
+    changed: Mapped[int] = mapped_column(Integer)
+    returned: Mapped[int] = mapped_column(Integer)
+    departed: Mapped[int] = mapped_column(Integer)
+
+
+class Extract(Base):
+    """An SIS extract that was ingested; the same file (by SHA-256) is ingested once."""
+
+    __tablename__ = "extract"
+    __table_args__ = (UniqueConstraint("feed_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id"), index=True)
+    name: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    records: Mapped[int] = mapped_column(Integer)
+    ingested_at: Mapped[dt.datetime] = mapped_column(Timestamp())
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id"))
+    new: Mapped[int] = mapped_column(Integer)
+    changed: Mapped[int] = mapped_column(Integer)
+    unchanged: Mapped[int] = mapped_column(Integer)
+    departed: Mapped[int] = mapped_column(Integer)
+    returned: Mapped[int] = mapped_column(Integer)
+    held_back: Mapped[int] = mapped_column(Integer)
+
+
+class Patron(Base):
+    """The snapshot: the last record sent for one match ID of a feed."""
+
+    __tablename__ = "patron"
+    __table_args__ = (UniqueConstraint("feed_id", "match_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id"))
+    # match_key is how IDs compare (lower-cased primary IDs); match_id is as last written.
+    match_key: Mapped[str] = mapped_column(String(300))
+    match_id: Mapped[str] = mapped_column(String(300))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(16))
+    state: Mapped[str] = mapped_column(String(10))
+    expiry_date: Mapped[dt.date | None] = mapped_column(Date)
+    # The newest patron_version row; not a foreign key, which would make the two tables
+    # refer to each other and complicate every migration.
+    current_version_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class PatronVersion(Base):
+    """One distinct version of a patron's record, kept for audit and for expirations."""
+
+    __tablename__ = "patron_version"
+    __table_args__ = (Index("ix_patron_version_patron_id_id", "patron_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    patron_id: Mapped[int] = mapped_column(ForeignKey("patron.id"))
+    kind: Mapped[str] = mapped_column(String(10))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(16))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    first_seen: Mapped[dt.datetime] = mapped_column(Timestamp())
+    last_seen: Mapped[dt.datetime] = mapped_column(Timestamp())
+    extract_id: Mapped[int | None] = mapped_column(ForeignKey("extract.id"))
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id"), index=True)
+
+
+class StagedRecord(Base):
+    """A record chosen for the delta being built; lives only inside one run's transaction."""
+
+    __tablename__ = "staged_record"
+    __table_args__ = (
+        Index("ix_staged_record_feed_id_match_key", "feed_id", "match_key"),
+        # Applying a run looks staged records up by patron once per patron.
+        Index("ix_staged_record_patron_id", "patron_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id"))
+    match_key: Mapped[str] = mapped_column(String(300))
+    match_id: Mapped[str] = mapped_column(String(300))
+    patron_id: Mapped[int | None] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(10))
+    digest: Mapped[bytes] = mapped_column(LargeBinary(16))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    expiry_date: Mapped[dt.date | None] = mapped_column(Date)

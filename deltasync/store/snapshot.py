@@ -1,0 +1,391 @@
+"""Reading and writing the snapshot inside one run's transaction.
+
+Records to send are staged in ``staged_record`` as they stream past, so memory holds only the
+per-patron index, never payloads. Applying a run is a handful of set-based statements that work
+the same on SQLite and PostgreSQL (correlated subqueries rather than UPDATE … FROM, which older
+SQLite builds on enterprise Linux lack).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+
+from ..canonical import Recipe
+from ..diff import Counts, Kind, SnapshotEntry
+from ..errors import StoreError
+from .models import Batch, Extract, Feed, Patron, PatronVersion, StagedRecord
+
+PRESENT = "present"
+DEPARTED = "departed"
+CHUNK = 1000
+
+feed_t = cast(Table, Feed.__table__)
+batch_t = cast(Table, Batch.__table__)
+extract_t = cast(Table, Extract.__table__)
+patron_t = cast(Table, Patron.__table__)
+version_t = cast(Table, PatronVersion.__table__)
+staged_t = cast(Table, StagedRecord.__table__)
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """The stored identity of a feed."""
+
+    id: int
+    name: str
+    hash_recipe: str
+
+
+@dataclass(frozen=True)
+class LastSent:
+    """The last record sent for a patron, as needed to expire it."""
+
+    patron_id: int
+    match_key: str
+    match_id: str
+    expiry_date: dt.date | None
+    payload: bytes
+
+
+def ensure_feed(
+    conn: Connection, name: str, match_id: str, recipe: Recipe, now: dt.datetime
+) -> FeedRow:
+    """The feed's row, created on first use; refuses a changed match ID rule."""
+    row = conn.execute(select(feed_t).where(feed_t.c.name == name)).one_or_none()
+    if row is None:
+        feed_id = conn.execute(
+            insert(feed_t).values(
+                name=name, match_id=match_id, hash_recipe=recipe.fingerprint, created_at=now
+            )
+        ).inserted_primary_key
+        assert feed_id is not None
+        return FeedRow(int(feed_id[0]), name, recipe.fingerprint)
+    if row.match_id != match_id:
+        raise StoreError(
+            f"feed {name!r} matches patrons by {row.match_id}, but the configuration says "
+            f"{match_id}; every patron would look new and every old one departed. Keep the "
+            "old match_id, or configure a new feed for the new one"
+        )
+    return FeedRow(row.id, row.name, row.hash_recipe)
+
+
+def find_feed(conn: Connection, name: str) -> FeedRow | None:
+    """The feed's row if any run has created it."""
+    row = conn.execute(select(feed_t).where(feed_t.c.name == name)).one_or_none()
+    return None if row is None else FeedRow(row.id, row.name, row.hash_recipe)
+
+
+def find_extract(conn: Connection, feed_id: int, sha256: str) -> Any | None:
+    """The ingested extract with this SHA-256, if any."""
+    return conn.execute(
+        select(extract_t).where(extract_t.c.feed_id == feed_id, extract_t.c.sha256 == sha256)
+    ).one_or_none()
+
+
+def rehash(conn: Connection, feed: FeedRow, recipe: Recipe) -> int:
+    """Recompute every snapshot digest when the recipe changed; returns how many."""
+    if feed.hash_recipe == recipe.fingerprint:
+        return 0
+    done = 0
+    last_id = 0
+    while True:
+        rows = conn.execute(
+            select(patron_t.c.id, version_t.c.payload)
+            .join(version_t, version_t.c.id == patron_t.c.current_version_id)
+            .where(patron_t.c.feed_id == feed.id, patron_t.c.id > last_id)
+            .order_by(patron_t.c.id)
+            .limit(CHUNK)
+        ).all()
+        if not rows:
+            break
+        conn.execute(
+            update(patron_t)
+            .where(patron_t.c.id == bindparam("pid"))
+            .values(digest=bindparam("new_digest")),
+            [{"pid": r.id, "new_digest": recipe.digest_payload(r.payload)} for r in rows],
+        )
+        done += len(rows)
+        last_id = rows[-1].id
+    conn.execute(
+        update(feed_t).where(feed_t.c.id == feed.id).values(hash_recipe=recipe.fingerprint)
+    )
+    return done
+
+
+def load_index(conn: Connection, feed_id: int) -> dict[str, SnapshotEntry]:
+    """The per-patron index the diff runs against: match key → digest and presence."""
+    result = conn.execute(
+        select(patron_t.c.match_key, patron_t.c.id, patron_t.c.digest, patron_t.c.state).where(
+            patron_t.c.feed_id == feed_id
+        )
+    )
+    return {
+        key: SnapshotEntry(pid, bytes(digest), state == PRESENT)
+        for key, pid, digest, state in result
+    }
+
+
+class Stager:
+    """Buffers records chosen for the delta and writes them to ``staged_record`` in chunks."""
+
+    def __init__(self, conn: Connection, feed_id: int) -> None:
+        self.conn = conn
+        self.feed_id = feed_id
+        self.rows: list[dict[str, Any]] = []
+        conn.execute(delete(staged_t).where(staged_t.c.feed_id == feed_id))
+
+    def add(
+        self,
+        *,
+        match_key: str,
+        match_id: str,
+        patron_id: int | None,
+        kind: Kind,
+        digest: bytes,
+        payload: bytes,
+        expiry_date: dt.date | None,
+    ) -> None:
+        self.rows.append(
+            {
+                "feed_id": self.feed_id,
+                "match_key": match_key,
+                "match_id": match_id,
+                "patron_id": patron_id,
+                "kind": kind.value,
+                "digest": digest,
+                "payload": payload,
+                "expiry_date": expiry_date,
+            }
+        )
+        if len(self.rows) >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.conn.execute(insert(staged_t), self.rows)
+            self.rows = []
+
+    def withdraw(self, match_keys: Iterable[str]) -> None:
+        """Drop staged records of these match keys (held back after all)."""
+        self.flush()
+        keys = list(match_keys)
+        for start in range(0, len(keys), CHUNK):
+            self.conn.execute(
+                delete(staged_t).where(
+                    staged_t.c.feed_id == self.feed_id,
+                    staged_t.c.match_key.in_(keys[start : start + CHUNK]),
+                )
+            )
+
+    def count(self) -> int:
+        self.flush()
+        return int(
+            self.conn.execute(
+                select(func.count()).select_from(staged_t).where(staged_t.c.feed_id == self.feed_id)
+            ).scalar_one()
+        )
+
+    def payloads(self) -> Iterator[bytes]:
+        """The staged records in match-key order, read in pages (no open cursor is held)."""
+        self.flush()
+        last_key: str | None = None
+        while True:
+            query = (
+                select(staged_t.c.match_key, staged_t.c.payload)
+                .where(staged_t.c.feed_id == self.feed_id)
+                .order_by(staged_t.c.match_key)
+                .limit(CHUNK)
+            )
+            if last_key is not None:
+                query = query.where(staged_t.c.match_key > last_key)
+            rows = self.conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield bytes(row.payload)
+            last_key = rows[-1].match_key
+
+
+def last_sent(conn: Connection, patron_ids: list[int]) -> Iterator[LastSent]:
+    """The last-sent record of each of these patrons."""
+    for start in range(0, len(patron_ids), CHUNK):
+        rows = conn.execute(
+            select(
+                patron_t.c.id,
+                patron_t.c.match_key,
+                patron_t.c.match_id,
+                patron_t.c.expiry_date,
+                version_t.c.payload,
+            )
+            .join(version_t, version_t.c.id == patron_t.c.current_version_id)
+            .where(patron_t.c.id.in_(patron_ids[start : start + CHUNK]))
+            .order_by(patron_t.c.id)
+        )
+        for row in rows:
+            yield LastSent(row.id, row.match_key, row.match_id, row.expiry_date, bytes(row.payload))
+
+
+def batch_file_names(conn: Connection, feed_id: int) -> set[str]:
+    """Every delta file name the store knows for the feed."""
+    return set(
+        conn.execute(select(batch_t.c.file_name).where(batch_t.c.feed_id == feed_id)).scalars()
+    )
+
+
+def next_batch_seq(conn: Connection, feed_id: int) -> int:
+    """The sequence number the feed's next batch gets."""
+    top = conn.execute(
+        select(func.max(batch_t.c.seq)).where(batch_t.c.feed_id == feed_id)
+    ).scalar_one()
+    return int(top or 0) + 1
+
+
+def record_batch(conn: Connection, values: dict[str, Any]) -> int:
+    """Insert a batch row; returns its id."""
+    key = conn.execute(insert(batch_t).values(**values)).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def record_extract(
+    conn: Connection,
+    *,
+    feed_id: int,
+    name: str,
+    sha256: str,
+    records: int,
+    counts: Counts,
+    now: dt.datetime,
+    batch_id: int | None,
+) -> int:
+    """Insert the ingested extract's row; returns its id."""
+    key = conn.execute(
+        insert(extract_t).values(
+            feed_id=feed_id,
+            name=name,
+            sha256=sha256,
+            records=records,
+            ingested_at=now,
+            batch_id=batch_id,
+            **counts.as_dict(),
+        )
+    ).inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def apply(
+    conn: Connection,
+    *,
+    feed_id: int,
+    extract_id: int,
+    batch_id: int | None,
+    now: dt.datetime,
+    departed_without_record: list[int],
+) -> None:
+    """Make the staged records the new snapshot and the next version of each patron."""
+    staged = staged_t.c
+    conn.execute(
+        insert(patron_t).from_select(
+            ["feed_id", "match_key", "match_id", "digest", "state", "expiry_date"],
+            select(
+                staged.feed_id,
+                staged.match_key,
+                staged.match_id,
+                staged.digest,
+                literal(PRESENT),
+                staged.expiry_date,
+            ).where(staged.feed_id == feed_id, staged.kind == Kind.NEW.value),
+        )
+    )
+    conn.execute(
+        update(staged_t)
+        .where(staged.feed_id == feed_id, staged.patron_id.is_(None))
+        .values(
+            patron_id=select(patron_t.c.id)
+            .where(patron_t.c.feed_id == staged.feed_id, patron_t.c.match_key == staged.match_key)
+            .scalar_subquery()
+        )
+    )
+    conn.execute(
+        insert(version_t).from_select(
+            [
+                "patron_id",
+                "kind",
+                "digest",
+                "payload",
+                "first_seen",
+                "last_seen",
+                "extract_id",
+                "batch_id",
+            ],
+            select(
+                staged.patron_id,
+                staged.kind,
+                staged.digest,
+                staged.payload,
+                literal(now, version_t.c.first_seen.type),
+                literal(now, version_t.c.last_seen.type),
+                literal(extract_id, version_t.c.extract_id.type),
+                literal(batch_id, version_t.c.batch_id.type),
+            )
+            .where(staged.feed_id == feed_id)
+            .order_by(staged.id),
+        )
+    )
+
+    def from_staged(column: Any) -> Any:
+        return select(column).where(staged.patron_id == patron_t.c.id).scalar_subquery()
+
+    conn.execute(
+        update(patron_t)
+        .where(patron_t.c.id.in_(select(staged.patron_id).where(staged.feed_id == feed_id)))
+        .values(
+            match_id=from_staged(staged.match_id),
+            digest=from_staged(staged.digest),
+            expiry_date=from_staged(staged.expiry_date),
+            state=from_staged(
+                case(
+                    (staged.kind == Kind.DEPARTED.value, literal(DEPARTED)), else_=literal(PRESENT)
+                )
+            ),
+            current_version_id=select(func.max(version_t.c.id))
+            .where(version_t.c.patron_id == patron_t.c.id)
+            .scalar_subquery(),
+        )
+    )
+    for start in range(0, len(departed_without_record), CHUNK):
+        conn.execute(
+            update(patron_t)
+            .where(patron_t.c.id.in_(departed_without_record[start : start + CHUNK]))
+            .values(state=DEPARTED)
+        )
+    conn.execute(
+        update(version_t)
+        .where(
+            version_t.c.id.in_(
+                select(patron_t.c.current_version_id).where(
+                    and_(patron_t.c.feed_id == feed_id, patron_t.c.state == PRESENT)
+                )
+            )
+        )
+        .values(last_seen=now)
+    )
+    conn.execute(delete(staged_t).where(staged.feed_id == feed_id))

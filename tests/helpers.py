@@ -1,0 +1,80 @@
+"""Test helpers: read delta files, validate them, dump a store, drive the CLI."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner, Result
+from lxml import etree
+from sqlalchemy import MetaData, create_engine, select
+
+from deltasync.cli import cli
+
+
+@cache
+def alma_schema() -> etree.XMLSchema:
+    """Alma's users schema (the 2021 copy shipped in deltasync/schema)."""
+    path = resources.files("deltasync.schema") / "rest_users.xsd"
+    return etree.XMLSchema(etree.parse(str(path)))
+
+
+def read_delta(path: Path, *, validate: bool = True) -> dict[str, etree._Element]:
+    """The records of a delta zip keyed by primary ID; every part checked against the schema."""
+    records: dict[str, etree._Element] = {}
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        for name in archive.namelist():
+            data = archive.read(name)
+            assert data.startswith(b'<?xml version="1.0" encoding="UTF-8"?>'), name
+            root = etree.fromstring(data)
+            assert root.tag == "users"
+            if validate:
+                alma_schema().assertValid(root)
+            for user in root.iter("user"):
+                primary_id = user.findtext("primary_id")
+                assert primary_id is not None
+                assert primary_id not in records, f"{primary_id} twice in {path.name}"
+                records[primary_id] = user
+    return records
+
+
+def dump_store(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, for comparing a store before and after."""
+    engine = create_engine(url)
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        with engine.connect() as conn:
+            return {
+                name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
+                for name, table in meta.tables.items()
+            }
+    finally:
+        engine.dispose()
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    """Every file below ``folder`` with its content."""
+    if not folder.exists():
+        return {}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def invoke(config: Path, *args: str) -> Result:
+    """Run the CLI in-process with ``--config``; exceptions are caught, never raised."""
+    return CliRunner().invoke(cli, ["--config", str(config), *args], catch_exceptions=True)
+
+
+def run_json(config: Path, *args: str) -> dict[str, Any]:
+    """``deltasync run --json ARGS``; asserts success and returns the JSON object."""
+    result = invoke(config, "run", "--json", *args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data

@@ -1,0 +1,88 @@
+"""The canonical form: layout never counts as a change, content always does."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from deltasync.canonical import Recipe, parse_payload, strip_formatting
+
+RECORD = """<user>
+  <primary_id>S1</primary_id>
+  <last_name>O'Brien</last_name>
+  <user_group desc="Graduate">GRAD</user_group>
+  <status_date>2027-01-04Z</status_date>
+  <contact_info>
+    <addresses>
+      <address preferred="true" segment_type="External">
+        <line1>1 Main St</line1>
+        <start_date>2020-01-01Z</start_date>
+      </address>
+    </addresses>
+  </contact_info>
+</user>"""
+
+
+def parse(text: str) -> etree._Element:
+    return strip_formatting(etree.fromstring(text.encode()))
+
+
+def test_layout_attribute_order_and_line_ends_do_not_count() -> None:
+    recipe = Recipe()
+    compact = RECORD.replace("\n", "").replace("  ", "")
+    crlf = RECORD.replace("\n", "\r\n")
+    reordered = RECORD.replace(
+        'preferred="true" segment_type="External"', 'segment_type="External"   preferred="true"'
+    )
+    digests = {recipe.digest(parse(t)) for t in (RECORD, compact, crlf, reordered)}
+    assert len(digests) == 1
+    payloads = {recipe.payload(parse(t)) for t in (RECORD, compact, crlf, reordered)}
+    assert len(payloads) == 1
+
+
+def test_order_of_user_fields_does_not_count_but_list_order_does() -> None:
+    recipe = Recipe()
+    swapped = RECORD.replace(
+        "<primary_id>S1</primary_id>\n  <last_name>O'Brien</last_name>",
+        "<last_name>O'Brien</last_name>\n  <primary_id>S1</primary_id>",
+    )
+    assert swapped != RECORD
+    assert recipe.digest(parse(swapped)) == recipe.digest(parse(RECORD))
+
+
+def test_values_and_descriptions_count() -> None:
+    recipe = Recipe()
+    base = recipe.digest(parse(RECORD))
+    assert recipe.digest(parse(RECORD.replace("GRAD<", "UGRD<"))) != base
+    assert recipe.digest(parse(RECORD.replace('desc="Graduate"', 'desc="Grad"'))) != base
+    assert recipe.digest(parse(RECORD.replace("1 Main St", "1 Main  St"))) != base
+
+
+def test_ignored_fields_do_not_count_but_stay_in_the_payload() -> None:
+    recipe = Recipe(ignore=("status_date", "contact_info/addresses/address/start_date"))
+    later = RECORD.replace("2027-01-04Z", "2027-01-05Z").replace("2020-01-01Z", "2021-01-01Z")
+    assert recipe.digest(parse(later)) == recipe.digest(parse(RECORD))
+    assert Recipe().digest(parse(later)) != Recipe().digest(parse(RECORD))
+    user = parse(later)
+    recipe.digest(user)
+    assert b"2027-01-05Z" in recipe.payload(user)  # digest() left the record whole
+    assert b"2021-01-01Z" in recipe.payload(user)
+
+
+def test_recipe_fingerprint_names_the_ignore_list() -> None:
+    assert Recipe().fingerprint != Recipe(ignore=("status_date",)).fingerprint
+    assert Recipe(ignore=("a", "b")).fingerprint == Recipe(ignore=("b", "a")).fingerprint
+
+
+def test_payload_round_trips_to_the_same_digest() -> None:
+    recipe = Recipe(ignore=("status_date",))
+    user = parse(RECORD)
+    payload = recipe.payload(user)
+    assert recipe.digest_payload(payload) == recipe.digest(user)
+    assert recipe.payload(parse_payload(payload)) == payload
+
+
+def test_whitespace_only_values_are_empty_and_real_values_keep_spaces() -> None:
+    user = parse("<user><phones>\n\n  </phones><line2> </line2><note> a  b </note></user>")
+    assert user.find("phones").text is None
+    assert user.find("line2").text is None
+    assert user.find("note").text == " a  b "

@@ -1,0 +1,58 @@
+"""The state store: migrations match the models, DDL is transactional, the file is private."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic import command
+from sqlalchemy import inspect, text
+
+from deltasync.store import create_store_engine, open_store
+from deltasync.store.engine import alembic_config
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    with open_store(db_url) as store:
+        config = alembic_config()
+        with store.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.check(config)  # raises if autogenerate would write a new migration
+        tables = set(inspect(store.engine).get_table_names())
+    assert {"feed", "extract", "batch", "patron", "patron_version", "staged_record"} <= tables
+
+
+def test_open_is_idempotent(db_url: str) -> None:
+    open_store(db_url).close()
+    with open_store(db_url) as store, store.begin() as conn:
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+
+
+def test_sqlite_ddl_rolls_back(sqlite_url: str) -> None:
+    engine = create_store_engine(sqlite_url)
+    try:
+        with pytest.raises(RuntimeError), engine.begin() as conn:
+            conn.execute(text("CREATE TABLE half_built (x INTEGER)"))
+            raise RuntimeError("migration failed midway")
+        assert "half_built" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_file_is_created_private_even_with_a_loose_umask(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "deep" / "state.db"
+        open_store(f"sqlite:///{path}").close()
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_unreachable_postgres_is_a_clear_error() -> None:
+    from deltasync.errors import StoreError
+
+    with pytest.raises(StoreError, match=r"cannot open state store postgresql\+psycopg://x@"):
+        open_store("postgresql+psycopg://x@127.0.0.1:1/nothing?connect_timeout=2")
