@@ -10,7 +10,6 @@ changed recipe re-hashes the snapshot instead of reporting every patron as chang
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import xxhash
@@ -21,12 +20,16 @@ ALGORITHM = "xxh3_128"
 
 # The same settings as the extract reader, so a stored payload re-parses to the same tree.
 _PARSER = etree.XMLParser(
+    remove_blank_text=True,
     remove_comments=True,
     remove_pis=True,
     resolve_entities=False,
     load_dtd=False,
     no_network=True,
 )
+
+
+_BLANK_TEXT = etree.XPath("descendant-or-self::text()[not(normalize-space())]")
 
 
 @dataclass(frozen=True)
@@ -43,25 +46,31 @@ class Recipe:
 
     def payload(self, user: etree._Element) -> bytes:
         """The canonical serialisation of the whole record (ignored fields included)."""
-        return bytes(etree.tostring(user, method="c14n", with_comments=False, with_tail=False))
+        return _c14n(user)
 
     def digest(self, user: etree._Element) -> bytes:
         """The 16-byte hash of the record without its ignored fields; ``user`` is left as is."""
-        top_level = {path for path in self.ignore if "/" not in path}
-        nested = [path for path in self.ignore if "/" in path]
-        if not nested:
-            return _hash_children(user, top_level)
-        # Take nested ignored elements out for the hash, then put each back where it stood.
+        # Take the ignored elements out and put the fields of <user> in name order for the
+        # hash, then restore the record exactly: its payload keeps the order it came in.
         removed: list[tuple[etree._Element, int, etree._Element]] = []
-        for path in nested:
-            for found in user.findall(path):
-                parent = found.getparent()
-                if parent is not None:
-                    removed.append((parent, parent.index(found), found))
-                    parent.remove(found)
+        for path in self.ignore:
+            if "/" in path:
+                for found in user.findall(path):
+                    parent = found.getparent()
+                    if parent is not None:
+                        removed.append((parent, parent.index(found), found))
+                        parent.remove(found)
+        original = list(user)
+        ignored = {path for path in self.ignore if "/" not in path}
+        ordered = sorted((c for c in original if c.tag not in ignored), key=_tag)
+        reordered = ordered != original
+        if reordered:
+            user[:] = ordered
         try:
-            return _hash_children(user, top_level)
+            return bytes(xxhash.xxh3_128_digest(_c14n(user)))
         finally:
+            if reordered:
+                user[:] = original
             for parent, index, element in reversed(removed):
                 parent.insert(index, element)
 
@@ -73,15 +82,22 @@ class Recipe:
 def strip_formatting(user: etree._Element) -> etree._Element:
     """Drop whitespace-only text (indentation, line ends, ``<phones>\n</phones>``).
 
-    Done by hand because libxml2's ``remove_blank_text`` is a heuristic that keeps some.
     Alma's record has no mixed content, so whitespace beside a child element is layout, and a
-    value of only whitespace is an empty value. Text with content keeps its spaces.
+    value of only XML whitespace is an empty value. Text with content keeps its spaces.
+    libxml2's ``remove_blank_text`` removes most of it while parsing, but by a heuristic that
+    keeps some; this finishes the job.
     """
-    for element in user.iter():
-        if element.text is not None and not element.text.strip():
-            element.text = None
-        if element.tail is not None and not element.tail.strip():
-            element.tail = None
+    found = _BLANK_TEXT(user)
+    assert isinstance(found, list)
+    for text in found:
+        assert isinstance(text, etree._ElementUnicodeResult)
+        parent = text.getparent()
+        if parent is None:
+            continue
+        if text.is_tail:
+            parent.tail = None
+        else:
+            parent.text = None
     return user
 
 
@@ -90,14 +106,9 @@ def parse_payload(payload: bytes) -> etree._Element:
     return etree.fromstring(payload, _PARSER)
 
 
-def _hash_children(user: etree._Element, skip: set[str]) -> bytes:
-    hasher = xxhash.xxh3_128()
-    for name, value in sorted(user.attrib.items()):
-        hasher.update(f"@{str(name)}={str(value)}\x00".encode())
-    children: Sequence[etree._Element] = [
-        c for c in user if isinstance(c.tag, str) and c.tag not in skip
-    ]
-    # sorted() is stable: repeated elements keep their relative order.
-    for child in sorted(children, key=lambda c: str(c.tag)):
-        hasher.update(etree.tostring(child, method="c14n", with_comments=False, with_tail=False))
-    return hasher.digest()
+def _c14n(element: etree._Element) -> bytes:
+    return bytes(etree.tostring(element, method="c14n", with_comments=False, with_tail=False))
+
+
+def _tag(element: etree._Element) -> str:
+    return str(element.tag)

@@ -108,6 +108,7 @@ def _parse(
         stream,
         events=("end",),
         tag=USER_TAG,
+        remove_blank_text=True,
         remove_comments=True,
         remove_pis=True,
         resolve_entities=False,

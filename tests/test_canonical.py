@@ -86,3 +86,20 @@ def test_whitespace_only_values_are_empty_and_real_values_keep_spaces() -> None:
     assert user.find("phones").text is None
     assert user.find("line2").text is None
     assert user.find("note").text == " a  b "
+
+
+def test_digests_are_pinned_to_the_recipe_version() -> None:
+    """Stored snapshots rely on these exact values.
+
+    If this fails, the canonical form changed: bump RECIPE_VERSION (so stores re-hash instead
+    of reporting every patron as changed), then update the expected values here.
+    """
+    from deltasync.canonical import RECIPE_VERSION
+
+    user = parse(RECORD)
+    assert RECIPE_VERSION == 1
+    assert Recipe().digest(user).hex() == "9f4421d8ec0447e7bfb86095b1f8675b"
+    assert Recipe(ignore=("status_date",)).digest(user).hex() == (
+        "bc17fd069e40eaeab2cff0ee494806c9"
+    )
+    assert Recipe(ignore=("status_date",)).fingerprint == "v1;xxh3_128;ignore=status_date"

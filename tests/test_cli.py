@@ -243,3 +243,52 @@ def test_changed_ignore_list_rehashes_without_reporting_changes(
     assert result.exit_code == 0, result.output
     assert "re-hashed 80 snapshot records" in result.stdout
     assert "0 new, 0 changed, 80 unchanged" in result.stdout
+
+
+def test_config_defaults_to_the_working_folder(
+    sqlite_url: str, write_config: Callable[..., Path], tmp_path: Path, monkeypatch: object
+) -> None:
+    import pytest
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    write_config(sqlite_url)
+    monkeypatch.chdir(tmp_path)
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["feed"] == "patrons"
+
+
+def test_progress_bar_on_a_terminal(
+    sqlite_url: str, write_config: Callable[..., Path], make_extract: Callable[..., Path]
+) -> None:
+    """A large extract shows a progress bar on stderr when stderr is a terminal, else none."""
+    import pty
+    import subprocess
+    import sys
+
+    config = write_config(sqlite_url)
+    extract = make_extract(0, 2500)
+    assert extract.stat().st_size > 5 * 1024 * 1024
+    command = [sys.executable, "-m", "deltasync", "--config", str(config), "diff", str(extract)]
+    primary, secondary = pty.openpty()
+    try:
+        process = subprocess.run(command, stdout=subprocess.PIPE, stderr=secondary, timeout=120)
+        os.close(secondary)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(primary)
+    assert process.returncode == 0
+    assert f"reading {extract.name}".encode() in seen
+    assert b"100%" in seen
+    piped = subprocess.run(command, capture_output=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == b""
