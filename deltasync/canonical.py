@@ -11,6 +11,7 @@ changed recipe re-hashes the snapshot instead of reporting every patron as chang
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import xxhash
 from lxml import etree
@@ -18,15 +19,21 @@ from lxml import etree
 RECIPE_VERSION = 1
 ALGORITHM = "xxh3_128"
 
-# The same settings as the extract reader, so a stored payload re-parses to the same tree.
-_PARSER = etree.XMLParser(
-    remove_blank_text=True,
-    remove_comments=True,
-    remove_pis=True,
-    resolve_entities=False,
-    load_dtd=False,
-    no_network=True,
-)
+SAFE_PARSING: dict[str, Any] = {
+    "remove_blank_text": True,
+    "remove_comments": True,
+    "remove_pis": True,
+    "resolve_entities": False,
+    "load_dtd": False,
+    "no_network": True,
+    "huge_tree": False,
+}
+"""lxml parser options for every XML deltasync reads: no DTD, no entities, no network.
+
+Extracts and stored payloads are parsed alike, so a payload re-parses to the tree it came from.
+"""
+
+_PARSER = etree.XMLParser(**SAFE_PARSING)
 
 
 _BLANK_TEXT = etree.XPath("descendant-or-self::text()[not(normalize-space())]")

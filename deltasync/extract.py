@@ -18,7 +18,7 @@ from typing import IO, cast
 
 from lxml import etree
 
-from .canonical import strip_formatting
+from .canonical import SAFE_PARSING, strip_formatting
 from .errors import ExtractError
 
 Progress = Callable[[int], None]
@@ -108,13 +108,7 @@ def _parse(
         stream,
         events=("end",),
         tag=USER_TAG,
-        remove_blank_text=True,
-        remove_comments=True,
-        remove_pis=True,
-        resolve_entities=False,
-        load_dtd=False,
-        no_network=True,
-        huge_tree=False,
+        **SAFE_PARSING,
     )
     try:
         for _event, element in events:
