@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import asdict, dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from sqlalchemy import func, select
 
 from .config import FeedConfig
 from .errors import NotFound
-from .store import Store
+from .store import Store, ledger
 from .store import snapshot as snap
 
 
@@ -40,6 +41,11 @@ class BatchRow:
     returned: int
     departed: int
     sha256: str
+    uploaded_at: dt.datetime | None = None
+    picked_up_at: dt.datetime | None = None
+    resolved_at: dt.datetime | None = None
+    attempts: int = 0
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,12 @@ class FeedStatus:
     batches: int
     last_extract: ExtractInfo | None
     last_batch: BatchRow | None
+    batches_by_status: dict[str, int] = field(default_factory=dict)
+    pending_batches: list[BatchRow] = field(default_factory=list)
+    """Built, uploaded or picked up: not yet confirmed or failed."""
+    failed_batches: list[BatchRow] = field(default_factory=list)
+    awaiting_confirmation: int = 0
+    """Patrons whose current record Alma has not confirmed."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,8 @@ def as_json(value: Any) -> Any:
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     if isinstance(value, Path):
@@ -115,6 +129,7 @@ def status(store: Store, feed: FeedConfig) -> FeedStatus:
             .order_by(snap.extract_t.c.id.desc())
         ).all()
         batch_rows = _batches(conn, row.id)
+        awaiting = ledger.awaiting_confirmation(conn, row.id)
     last_extract = None
     if extracts:
         e = extracts[0]
@@ -130,6 +145,10 @@ def status(store: Store, feed: FeedConfig) -> FeedStatus:
         batches=len(batch_rows),
         last_extract=last_extract,
         last_batch=batch_rows[-1] if batch_rows else None,
+        batches_by_status=dict(Counter(b.status for b in batch_rows)),
+        pending_batches=[b for b in batch_rows if b.status in ledger.OPEN],
+        failed_batches=[b for b in batch_rows if b.status == ledger.FAILED],
+        awaiting_confirmation=awaiting,
     )
 
 
@@ -156,6 +175,11 @@ def _batches(conn: Any, feed_id: int) -> list[BatchRow]:
             r.returned,
             r.departed,
             r.sha256,
+            r.uploaded_at,
+            r.picked_up_at,
+            r.resolved_at,
+            r.attempts,
+            r.last_error,
         )
         for r in rows
     ]

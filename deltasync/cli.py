@@ -19,12 +19,13 @@ from typing import Any, TypeVar
 
 import click
 
-from . import audit, job
+from . import audit, job, ledger
 from .config import Config, FeedConfig, load, locate
 from .errors import DeltasyncError, GuardRefused
 from .store import Store, open_store
 
 EXIT_GUARD = 3
+EXIT_ATTENTION = 4
 PROGRESS_MIN_BYTES = 5 * 1024 * 1024
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -161,11 +162,26 @@ def _run(
     if not path.is_file():
         raise click.ClickException(f"{path}: extract not found")
     with app.store() as store, _progress(path) as progress:
-        result = job.run(store, feed, path, dry_run=dry_run, force=force, progress=progress)
+        result = job.run(
+            store,
+            feed,
+            path,
+            alma=app.config.alma,
+            dry_run=dry_run,
+            force=force,
+            progress=progress,
+        )
     if as_json:
         click.echo(json.dumps(result.as_json(), indent=2))
     else:
         _print_run(result)
+    _exit_for_attention(result)
+
+
+def _exit_for_attention(result: job.RunResult) -> None:
+    if result.attention:
+        # The work is done; exit 4 so cron mail reaches someone.
+        raise SystemExit(EXIT_ATTENTION)
 
 
 def _configured_extract(feed: FeedConfig) -> Path:
@@ -203,8 +219,22 @@ def _print_run(result: job.RunResult) -> None:
     prefix = "dry run: " if result.dry_run else ""
     click.echo(f"{prefix}feed {result.feed}: {result.extract}")
     if result.already_ingested_at is not None:
-        click.echo(f"  already ingested {_when(result.already_ingested_at)}; nothing to do")
-        return
+        click.echo(f"  already ingested {_when(result.already_ingested_at)}; no new changes")
+    else:
+        _print_diff(result)
+    if result.batch is not None:
+        b = result.batch
+        carried = f", {result.carried_over} carried over" if result.carried_over else ""
+        click.echo(f"  batch {b.seq}: {b.file} ({b.records} records{carried}, {b.parts} part(s))")
+    elif not result.dry_run:
+        click.echo("  nothing to send: no file written")
+    for event in result.ledger_events:
+        click.echo(f"  ledger: {event}")
+    for reason in result.attention:
+        click.echo(f"  ATTENTION: {reason}")
+
+
+def _print_diff(result: job.RunResult) -> None:
     c = result.counts
     click.echo(
         f"  {result.records} patrons: {c.new} new, {c.changed} changed, {c.unchanged} "
@@ -222,11 +252,6 @@ def _print_run(result: job.RunResult) -> None:
         click.echo(f"  held back {held.match_id or '(no match ID)'}: {held.reason} ({where})")
     for orphan in result.orphans:
         click.echo(f"  set aside {orphan}: a crashed run left it and the store never recorded it")
-    if result.batch is not None:
-        b = result.batch
-        click.echo(f"  batch {b.seq}: {b.file} ({b.records} records, {b.parts} part(s))")
-    elif not result.dry_run:
-        click.echo("  nothing to send: no file written")
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -262,6 +287,18 @@ def status(app: AppContext, as_json: bool) -> None:
         click.echo(
             f"  last batch: {b.seq} {b.file} ({b.records} records, {b.status}) "
             f"at {_when(b.created_at)}"
+        )
+    click.echo(f"  patrons awaiting confirmation by Alma: {result.awaiting_confirmation}")
+    for pending in result.pending_batches:
+        error = f"; last error: {pending.last_error}" if pending.last_error else ""
+        click.echo(
+            f"  pending: batch {pending.seq} {pending.status} since "
+            f"{_when(pending.uploaded_at or pending.created_at)}{error}"
+        )
+    for failed in result.failed_batches:
+        click.echo(
+            f"  failed: batch {failed.seq} at {_when(failed.resolved_at or failed.created_at)}"
+            f"; its patrons were sent again"
         )
 
 
@@ -319,6 +356,104 @@ def history(app: AppContext, match_id: str, as_json: bool) -> None:
             f"to {_when(version.last_seen)}; {batch}"
         )
         click.echo(f"  {version.record}")
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--since",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Also re-send every patron carried by batch N or later.",
+)
+@json_option
+@pass_app
+@reports_errors
+def replay(app: AppContext, since: int | None, as_json: bool) -> None:
+    """Build and deliver a catch-up delta now, without a new extract.
+
+    Sends every patron whose current record Alma has not confirmed, rejected ones included.
+    With --since N, also every patron carried by batch N or later (after an Alma restore).
+
+    \b
+    Example:
+      deltasync replay --since 812
+    """
+    with app.store() as store:
+        result = job.replay(store, app.config, app.feed, since=since)
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+        _exit_for_attention(result)
+        return
+    if result.batch is None:
+        click.echo("nothing to send: Alma has confirmed every current record")
+    else:
+        b = result.batch
+        click.echo(f"batch {b.seq}: {b.file} ({b.records} records, {b.parts} part(s))")
+    for event in result.ledger_events:
+        click.echo(f"ledger: {event}")
+    for reason in result.attention:
+        click.echo(f"ATTENTION: {reason}")
+    _exit_for_attention(result)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("seq", type=click.IntRange(min=1), metavar="N")
+@pass_app
+@reports_errors
+def confirm(app: AppContext, seq: int) -> None:
+    """Record that Alma loaded batch N (confirm = "manual", or a correction).
+
+    \b
+    Example:
+      deltasync confirm 812
+    """
+    with app.store() as store:
+        ledger.confirm(store, app.feed, seq, dt.datetime.now(dt.UTC))
+    click.echo(f"batch {seq} confirmed")
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("seq", type=click.IntRange(min=1), metavar="N")
+@click.option("--reason", required=True, help="Why it failed, for the ledger.")
+@pass_app
+@reports_errors
+def fail(app: AppContext, seq: int, reason: str) -> None:
+    """Record that Alma did not load batch N; its patrons go out with the next delta.
+
+    \b
+    Example:
+      deltasync fail 812 --reason "job aborted: disk full"
+    """
+    with app.store() as store:
+        ledger.fail(store, app.feed, seq, reason, dt.datetime.now(dt.UTC))
+    click.echo(f"batch {seq} failed; its patrons will be sent again")
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("seq", type=click.IntRange(min=1), metavar="N")
+@click.option(
+    "--ids",
+    "ids_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File of match IDs Alma rejected, one per line.",
+)
+@pass_app
+@reports_errors
+def reject(app: AppContext, seq: int, ids_file: Path) -> None:
+    """Record the patrons Alma rejected in batch N (e.g. copied from the job report).
+
+    A rejected record is not sent again until it changes, or on `replay`.
+
+    \b
+    Example:
+      deltasync reject 812 --ids rejected.txt
+    """
+    with app.store() as store:
+        marked, unknown = ledger.reject(store, app.feed, seq, ids_file, dt.datetime.now(dt.UTC))
+    click.echo(f"batch {seq}: {marked} patrons marked rejected")
+    for match_id in unknown:
+        click.echo(f"  {match_id}: not in batch {seq}, ignored")
 
 
 def _when(moment: dt.datetime) -> str:

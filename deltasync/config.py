@@ -75,6 +75,58 @@ class DepartureConfig:
 
 
 @dataclass(frozen=True)
+class SftpSettings:
+    """How to reach the SFTP server; secrets come from the environment, never the config."""
+
+    host: str
+    username: str
+    key_file: Path
+    known_hosts: Path
+    port: int = 22
+    passphrase_env: str | None = None
+    connect_timeout: float = 30.0
+    operation_timeout: float = 120.0
+    attempts: int = 4
+    backoff_seconds: float = 2.0
+
+    def passphrase(self) -> str | None:
+        """The key's passphrase from the environment variable the config names."""
+        if self.passphrase_env is None:
+            return None
+        value = os.environ.get(self.passphrase_env)
+        if value is None:
+            raise ConfigError(f"sftp.passphrase_env names {self.passphrase_env}, which is not set")
+        return value
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """Where delta files go after the outbox: a folder, or a folder on an SFTP server."""
+
+    transport: str
+    remote_dir: str
+    sftp: SftpSettings | None = None
+    confirm: str = "pickup"
+    pickup_timeout: dt.timedelta = dt.timedelta(hours=26)
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AlmaApiConfig:
+    """Alma's REST API, for confirming batches from the SIS job's results."""
+
+    base_url: str
+    api_key_env: str
+
+    def api_key(self) -> str:
+        """The API key, from the environment variable the config names."""
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise ConfigError(f"alma.api_key_env names {self.api_key_env}, which is not set")
+        return value
+
+
+@dataclass(frozen=True)
 class FeedConfig:
     """One SIS feed: one population of patrons with its own snapshot and outbox."""
 
@@ -86,6 +138,7 @@ class FeedConfig:
     ignore: tuple[str, ...] = ()
     records_per_part: int = 20_000
     departure: DepartureConfig = field(default_factory=DepartureConfig)
+    delivery: DeliveryConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +148,7 @@ class Config:
     path: Path | None
     state_url: str
     feeds: Mapping[str, FeedConfig]
+    alma: AlmaApiConfig | None = None
 
     def feed(self, name: str | None) -> FeedConfig:
         """The feed called ``name``, or the only feed when ``name`` is None."""
@@ -145,7 +199,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
     """Build a :class:`Config` from already-decoded TOML ``data`` read from ``path``."""
     reader = _Reader(path)
-    reader.keys(data, "", {"state", "feeds"})
+    reader.keys(data, "", {"state", "feeds", "alma"})
     state = reader.table(data, "state")
     reader.keys(state, "state", {"url"})
     raw_url = environ.get(ENV_STATE_URL) or reader.string(state, "state.url", DEFAULT_STATE_URL)
@@ -154,10 +208,43 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Co
     if not feeds_table:
         raise ConfigError(f"{path}: [feeds]: at least one feed must be configured")
     feeds = {name: _feed(reader, name, table) for name, table in feeds_table.items()}
-    return Config(path=path, state_url=state_url, feeds=feeds)
+    alma = _alma(reader, reader.table(data, "alma"))
+    for feed in feeds.values():
+        if feed.delivery is not None and feed.delivery.confirm == "alma-api" and alma is None:
+            raise reader.error(
+                f"feeds.{feed.name}.confirm",
+                "'alma-api' needs an [alma] table with base_url and api_key_env",
+            )
+    return Config(path=path, state_url=state_url, feeds=feeds, alma=alma)
+
+
+def _alma(reader: _Reader, table: dict[str, Any]) -> AlmaApiConfig | None:
+    if not table:
+        return None
+    reader.keys(table, "alma", {"base_url", "api_key_env"})
+    base_url = reader.string(table, "alma.base_url", "")
+    if not re.match(r"https?://", base_url):
+        raise reader.error(
+            "alma.base_url",
+            "must be an http(s) URL such as 'https://api-na.hosted.exlibrisgroup.com'",
+        )
+    key_env = reader.string(table, "alma.api_key_env", "")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key_env):
+        raise reader.error(
+            "alma.api_key_env",
+            "the name of an environment variable holding "
+            "the API key (the key itself never goes in the config)",
+        )
+    return AlmaApiConfig(base_url.rstrip("/"), key_env)
 
 
 FEED_KEYS = {
+    "transport",
+    "remote_dir",
+    "sftp",
+    "confirm",
+    "pickup_timeout",
+    "job_id",
     "match_id",
     "extract",
     "outbox",
@@ -212,7 +299,9 @@ def _feed(reader: _Reader, name: str, table: object) -> FeedConfig:
         )
     per_part = reader.integer(table, f"{where}.records_per_part", 20_000, minimum=1)
     departure = _departure(reader, where, reader.table(table, "departure", where))
+    delivery = _delivery(reader, where, table)
     return FeedConfig(
+        delivery=delivery,
         name=name,
         match_id=match_id,
         outbox=outbox,
@@ -222,6 +311,92 @@ def _feed(reader: _Reader, name: str, table: object) -> FeedConfig:
         records_per_part=per_part,
         departure=departure,
     )
+
+
+SFTP_KEYS = {
+    "host",
+    "port",
+    "username",
+    "key_file",
+    "known_hosts",
+    "passphrase_env",
+    "connect_timeout",
+    "operation_timeout",
+    "attempts",
+}
+
+
+def _delivery(reader: _Reader, where: str, table: dict[str, Any]) -> DeliveryConfig | None:
+    transport = table.get("transport")
+    sftp_table = reader.table(table, "sftp", where)
+    if transport is None:
+        for key in ("remote_dir", "confirm", "pickup_timeout", "job_id"):
+            if key in table:
+                raise reader.error(f"{where}.transport", f"set 'dir' or 'sftp' to use {key}")
+        if sftp_table:
+            raise reader.error(f"{where}.transport", "set 'dir' or 'sftp' to deliver files")
+        return None
+    confirm = reader.string(table, f"{where}.confirm", "pickup")
+    if confirm not in ("pickup", "alma-api", "manual"):
+        raise reader.error(f"{where}.confirm", "must be 'pickup', 'alma-api' or 'manual'")
+    job_id = table.get("job_id")
+    if confirm == "alma-api" and not job_id:
+        raise reader.error(f"{where}.job_id", "the SIS job's id is required for 'alma-api'")
+    ledger: dict[str, Any] = {
+        "confirm": confirm,
+        "pickup_timeout": _duration(
+            reader, f"{where}.pickup_timeout", table.get("pickup_timeout", "26h")
+        ),
+        "job_id": None if job_id is None else str(job_id),
+    }
+    if transport not in ("dir", "sftp"):
+        raise reader.error(f"{where}.transport", "must be 'dir' or 'sftp'")
+    raw_dir = table.get("remote_dir")
+    if not isinstance(raw_dir, str) or not raw_dir.strip():
+        raise reader.error(f"{where}.remote_dir", "the folder Alma reads must be set")
+    if transport == "dir":
+        if sftp_table:
+            raise reader.error(f"{where}.sftp", "only used with transport = 'sftp'")
+        return DeliveryConfig("dir", str(reader.path(raw_dir)), **ledger)
+    at = f"{where}.sftp"
+    reader.keys(sftp_table, at, SFTP_KEYS)
+    for key in ("host", "username", "key_file", "known_hosts"):
+        if key not in sftp_table:
+            raise reader.error(f"{at}.{key}", "is required for transport = 'sftp'")
+    if not raw_dir.startswith("/"):
+        raise reader.error(f"{where}.remote_dir", "an absolute path on the SFTP server")
+    passphrase_env = sftp_table.get("passphrase_env")
+    if passphrase_env is not None and not re.fullmatch(
+        r"[A-Za-z_][A-Za-z0-9_]*", str(passphrase_env)
+    ):
+        raise reader.error(f"{at}.passphrase_env", "the name of an environment variable")
+
+    def seconds(key: str, default: float) -> float:
+        value = sftp_table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise reader.error(f"{at}.{key}", "must be a number of seconds above 0")
+        return float(value)
+
+    settings = SftpSettings(
+        host=reader.string(sftp_table, f"{at}.host", ""),
+        port=reader.integer(sftp_table, f"{at}.port", 22, minimum=1),
+        username=reader.string(sftp_table, f"{at}.username", ""),
+        key_file=reader.path(reader.string(sftp_table, f"{at}.key_file", "")),
+        known_hosts=reader.path(reader.string(sftp_table, f"{at}.known_hosts", "")),
+        passphrase_env=passphrase_env,
+        connect_timeout=seconds("connect_timeout", 30.0),
+        operation_timeout=seconds("operation_timeout", 120.0),
+        attempts=reader.integer(sftp_table, f"{at}.attempts", 4, minimum=1),
+    )
+    return DeliveryConfig("sftp", raw_dir, settings, **ledger)
+
+
+def _duration(reader: _Reader, where: str, raw: object) -> dt.timedelta:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([hm]?)\s*", str(raw))
+    if isinstance(raw, bool) or match is None:
+        raise reader.error(where, "a duration such as '26h' or '90m' (a bare number is hours)")
+    value = float(match.group(1))
+    return dt.timedelta(minutes=value) if match.group(2) == "m" else dt.timedelta(hours=value)
 
 
 def _departure(reader: _Reader, feed_where: str, table: dict[str, Any]) -> DepartureConfig:

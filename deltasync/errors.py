@@ -29,3 +29,19 @@ class GuardRefused(DeltasyncError):
 
 class NotFound(DeltasyncError):
     """A feed, patron or batch that was asked for does not exist."""
+
+
+class DeliveryError(DeltasyncError):
+    """A delta file could not be delivered to the remote folder Alma reads."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+        """True when trying again later may succeed (a timeout, a dropped connection)."""
+
+
+class RemoteFileMissing(DeliveryError):
+    """A file expected in the remote folder is not there (Alma may have taken it)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)

@@ -1,33 +1,40 @@
-"""The daily job: extract → snapshot → diff → delta, as one transaction.
+"""The daily job: reconcile → extract → snapshot → diff → delta → delivery.
 
-A run reads the extract once, streaming, and stages only the records to send. Either all of it
-lands — snapshot, versions, extract, batch and the delta file in the outbox — or none of it:
-any failure rolls the store back and removes the file, and a crash between the file's rename
-and the commit leaves an orphan that the next run sets aside before it does anything else.
+A run reads the extract once, streaming, and stages only the records that changed. The snapshot
+then holds each patron's *desired* record; the delta carries every patron whose desired record
+Alma has not confirmed (catch-up), so a lost or failed file never loses a change. Ingesting and
+building is one transaction: either all of it lands — snapshot, versions, extract, batch and the
+file in the outbox — or none of it. Delivery and confirmation are the ledger's (ledger.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection, update
+
 from . import outbox
+from .alma_api import AlmaJobs
 from .canonical import Recipe
-from .config import FeedConfig, Limit
+from .config import AlmaApiConfig, Config, FeedConfig, Limit
+from .delivery import Transport
 from .departure import expiration_record, needs_expiration, record_expiry
 from .diff import SENT_KINDS, Counts, Diff, HeldBack, Kind
 from .errors import GuardRefused
 from .extract import Progress, read_records, sha256_of
+from .ledger import Ledger
 from .store import Store
+from .store import ledger as led
 from .store import snapshot as snap
 
 Checkpoint = Callable[[str], None]
 """Called with the name of each step as a run passes it (for tests that inject failures)."""
 
-STEPS = ("opened", "scanned", "staged", "batch-written", "applied", "published")
+STEPS = ("opened", "scanned", "staged", "applied", "batch-written", "published")
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,11 @@ class RunResult:
     rehashed: int = 0
     departed_without_record: int = 0
     orphans: list[Path] = field(default_factory=list)
+    carried_over: int = 0
+    """Records in the batch that this run's diff did not produce: catch-up of unconfirmed ones."""
+    ledger_events: list[str] = field(default_factory=list)
+    attention: list[str] = field(default_factory=list)
+    """Reasons a person should look (run exits 4): failed or overdue batches, delivery errors."""
 
     def as_json(self) -> dict[str, Any]:
         """The ``run --json`` object: a contract scripts rely on."""
@@ -70,6 +82,7 @@ class RunResult:
                 "seq": self.batch.seq,
                 "file": str(self.batch.file),
                 "records": self.batch.records,
+                "carried_over": self.carried_over,
             },
             "dry_run": self.dry_run,
             "already_ingested": self.already_ingested_at is not None,
@@ -77,6 +90,8 @@ class RunResult:
                 {"match_id": h.match_id, "reason": h.reason, "where": list(h.where)}
                 for h in self.held_back
             ],
+            "ledger": self.ledger_events,
+            "attention": self.attention,
         }
 
 
@@ -93,13 +108,19 @@ def run(
     feed: FeedConfig,
     extract_path: Path,
     *,
+    alma: AlmaApiConfig | None = None,
     dry_run: bool = False,
     force: bool = False,
     now: dt.datetime | None = None,
     progress: Progress | None = None,
     checkpoint: Checkpoint | None = None,
+    transport: Transport | None = None,
+    jobs: AlmaJobs | None = None,
 ) -> RunResult:
-    """Diff the full extract at ``extract_path`` against the snapshot and write the delta."""
+    """Reconcile the ledger, diff the extract against the snapshot, build and deliver the delta.
+
+    ``transport`` and ``jobs`` replace the ones the feed's configuration describes (tests).
+    """
     job = _Run(
         store,
         feed,
@@ -110,13 +131,144 @@ def run(
         progress=progress,
         checkpoint=checkpoint or (lambda _step: None),
     )
+    ledger: Ledger | None = None
     try:
-        return job.execute()
+        if not dry_run:
+            with store.begin() as conn:
+                existing = snap.find_feed(conn, feed.name)
+            if existing is not None:
+                ledger = Ledger(store, alma, feed, existing.id, transport, jobs)
+                ledger.reconcile(job.now)
+        result = job.execute()
+        if not dry_run:
+            if ledger is None:
+                ledger = Ledger(store, alma, feed, job.feed_id, transport, jobs)
+            ledger.deliver(job.now)
+            result = _with_report(result, ledger)
+        return result
     except _DryRunDone as done:
         return done.result
     except BaseException:
         job.discard_file()
         raise
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def replay(
+    store: Store,
+    config: Config,
+    feed: FeedConfig,
+    *,
+    since: int | None = None,
+    now: dt.datetime | None = None,
+    transport: Transport | None = None,
+    jobs: AlmaJobs | None = None,
+) -> RunResult:
+    """Build a catch-up delta now and deliver it; ``since`` re-sends everything batch N on carried.
+
+    Records Alma rejected are included again (staff may have fixed the cause in Alma).
+    """
+    moment = now or dt.datetime.now(dt.UTC)
+    with store.begin() as conn:
+        row = snap.find_feed(conn, feed.name)
+    if row is None:
+        from .errors import NotFound
+
+        raise NotFound(f"feed {feed.name!r} has never run: nothing to replay")
+    ledger = Ledger(store, config.alma, feed, row.id, transport, jobs)
+    built: tuple[BatchInfo, int] | None = None
+    delta: outbox.DeltaFile | None = None
+    try:
+        ledger.reconcile(moment)
+        with store.begin() as conn:
+            # Staff asked for it: rejected records count as unsent again until Alma says more.
+            led.forget_rejections(conn, row.id)
+            rows = led.pending(conn, row.id, since_seq=since)
+            if rows:
+                delta, built = _build_batch(conn, feed, row.id, rows, moment, Counts(), 0)
+                outbox.publish(delta)
+        ledger.deliver(moment)
+    except BaseException:
+        if delta is not None:
+            outbox.discard(delta)
+        raise
+    finally:
+        ledger.close()
+    info = None if built is None else built[0]
+    result = RunResult(
+        feed.name, Path(), "", 0, Counts(), info, carried_over=0 if info is None else info.records
+    )
+    return _with_report(result, ledger)
+
+
+def _with_report(result: RunResult, ledger: Ledger) -> RunResult:
+    return RunResult(
+        **{
+            **result.__dict__,
+            "ledger_events": list(ledger.report.events),
+            "attention": list(ledger.report.attention),
+        }
+    )
+
+
+def _build_batch(
+    conn: Connection,
+    feed: FeedConfig,
+    feed_id: int,
+    rows: list[led.Pending],
+    now: dt.datetime,
+    counts: Counts,
+    departed_with_record: int,
+) -> tuple[outbox.DeltaFile, tuple[BatchInfo, int]]:
+    """Write the delta file of ``rows`` (not yet published) and record its batch."""
+    seq = snap.next_batch_seq(conn, feed_id)
+    name = outbox.file_name(feed.name, seq, now)
+    delta = outbox.write(
+        feed.outbox,
+        name,
+        led.payloads(conn, rows),
+        total=len(rows),
+        records_per_part=feed.records_per_part,
+        created_at=now,
+    )
+    try:
+        batch_id = snap.record_batch(
+            conn,
+            {
+                "feed_id": feed_id,
+                "seq": seq,
+                "file_name": name,
+                "sha256": delta.sha256,
+                "size": delta.size,
+                "status": led.BUILT,
+                "created_at": now,
+                "records": delta.records,
+                "parts": delta.parts,
+                "new": counts.new,
+                "changed": counts.changed,
+                "returned": counts.returned,
+                "departed": departed_with_record,
+            },
+        )
+        led.add_members(conn, batch_id, rows)
+        state = led.batch_by_seq(conn, feed_id, seq)
+        assert state is not None
+        led.note(conn, state, now, f"built: {delta.records} records in {delta.parts} part(s)")
+        if feed.delivery is None:
+            led.transition(
+                conn,
+                state,
+                led.CONFIRMED,
+                now,
+                "no delivery configured: taken as confirmed when written",
+            )
+    except BaseException:
+        outbox.discard(delta)
+        raise
+    info = BatchInfo(seq, delta.path, delta.records, delta.parts, delta.sha256)
+    return delta, (info, batch_id)
 
 
 class _Run:
@@ -142,6 +294,7 @@ class _Run:
         self.step = checkpoint
         self.recipe = Recipe(feed.ignore)
         self.delta: outbox.DeltaFile | None = None
+        self.feed_id = 0
 
     def discard_file(self) -> None:
         if self.delta is not None:
@@ -153,6 +306,7 @@ class _Run:
             feed_row = snap.ensure_feed(
                 conn, self.feed.name, str(self.feed.match_id), self.recipe, self.now
             )
+            self.feed_id = feed_row.id
             orphans: list[Path] = []
             if not self.dry_run:
                 known = snap.batch_file_names(conn, feed_row.id)
@@ -160,7 +314,8 @@ class _Run:
             self.step("opened")
             previous = snap.find_extract(conn, feed_row.id, sha256)
             if previous is not None:
-                return RunResult(
+                # Already ingested: nothing to diff, but unconfirmed patrons still go out.
+                result = RunResult(
                     self.feed.name,
                     self.path,
                     sha256,
@@ -171,97 +326,97 @@ class _Run:
                     already_ingested_at=previous.ingested_at,
                     orphans=orphans,
                 )
-            rehashed = snap.rehash(conn, feed_row, self.recipe)
-            diff = Diff(snap.load_index(conn, feed_row.id))
-            stager = snap.Stager(conn, feed_row.id)
-            self._scan(diff, stager)
-            self.step("scanned")
-            if diff.records == 0 and not diff.held_back:
-                raise GuardRefused(
-                    f"{self.path}: the extract holds no <user> records; refusing to treat "
-                    "every patron as departed"
+                if self.dry_run:
+                    raise _DryRunDone(result)
+                departed_with_record = 0
+                extract_id = None
+            else:
+                result, extract_id, departed_with_record = self._ingest(
+                    conn, feed_row, sha256, orphans
                 )
-            stager.withdraw(diff.held_back_keys)
-            departures = [entry.patron_id for _key, entry in diff.departed()]
-            present_before = sum(1 for entry in diff.snapshot.values() if entry.present)
-            counts = diff.counts(departed=len(departures))
-            self._guard(counts, present_before)
-            without_record = self._stage_departures(conn, stager, departures)
-            self.step("staged")
-            total = stager.count()
-            result = RunResult(
-                self.feed.name,
-                self.path,
-                sha256,
-                diff.records,
-                counts,
-                None,
-                held_back=diff.held_back,
-                dry_run=self.dry_run,
-                rehashed=rehashed,
-                departed_without_record=len(without_record),
-                orphans=orphans,
-            )
-            if self.dry_run:
-                raise _DryRunDone(result)
-            batch_id: int | None = None
+            self.step("applied")
+            rows = led.pending(conn, feed_row.id)
+            waiting = led.waiting(conn, feed_row.id)
             batch: BatchInfo | None = None
-            if total:
-                seq = snap.next_batch_seq(conn, feed_row.id)
-                name = outbox.file_name(self.feed.name, seq, self.now)
-                self.delta = outbox.write(
-                    self.feed.outbox,
-                    name,
-                    stager.payloads(),
-                    total=total,
-                    records_per_part=self.feed.records_per_part,
-                    created_at=self.now,
+            if any((r.patron_id, r.digest) not in waiting for r in rows):
+                self.delta, (batch, batch_id) = _build_batch(
+                    conn,
+                    self.feed,
+                    feed_row.id,
+                    rows,
+                    self.now,
+                    result.counts,
+                    departed_with_record,
                 )
                 self.step("batch-written")
-                batch_id = snap.record_batch(
-                    conn,
-                    {
-                        "feed_id": feed_row.id,
-                        "seq": seq,
-                        "file_name": name,
-                        "sha256": self.delta.sha256,
-                        "size": self.delta.size,
-                        "status": "built",
-                        "created_at": self.now,
-                        "records": self.delta.records,
-                        "parts": self.delta.parts,
-                        "new": counts.new,
-                        "changed": counts.changed,
-                        "returned": counts.returned,
-                        "departed": counts.departed - len(without_record),
-                    },
-                )
-                batch = BatchInfo(
-                    seq, self.delta.path, self.delta.records, self.delta.parts, self.delta.sha256
-                )
-            extract_id = snap.record_extract(
-                conn,
-                feed_id=feed_row.id,
-                name=str(self.path),
-                sha256=sha256,
-                records=diff.records,
-                counts=counts,
-                now=self.now,
-                batch_id=batch_id,
-            )
-            snap.apply(
-                conn,
-                feed_id=feed_row.id,
-                extract_id=extract_id,
-                batch_id=batch_id,
-                now=self.now,
-                departed_without_record=without_record,
-            )
-            self.step("applied")
-            if self.delta is not None:
+                if extract_id is not None:
+                    conn.execute(
+                        update(snap.extract_t)
+                        .where(snap.extract_t.c.id == extract_id)
+                        .values(batch_id=batch_id)
+                    )
                 outbox.publish(self.delta)
             self.step("published")
-        return replace(result, batch=batch)
+        sent_now = result.counts.new + result.counts.changed + result.counts.returned
+        carried = 0 if batch is None else max(0, batch.records - sent_now - departed_with_record)
+        return RunResult(**{**result.__dict__, "batch": batch, "carried_over": carried})
+
+    def _ingest(
+        self, conn: Connection, feed_row: snap.FeedRow, sha256: str, orphans: list[Path]
+    ) -> tuple[RunResult, int, int]:
+        """Diff the extract and make it the snapshot's desired state; no file is written."""
+        rehashed = snap.rehash(conn, feed_row, self.recipe)
+        diff = Diff(snap.load_index(conn, feed_row.id))
+        stager = snap.Stager(conn, feed_row.id)
+        self._scan(diff, stager)
+        self.step("scanned")
+        if diff.records == 0 and not diff.held_back:
+            raise GuardRefused(
+                f"{self.path}: the extract holds no <user> records; refusing to treat "
+                "every patron as departed"
+            )
+        stager.withdraw(diff.held_back_keys)
+        departures = [entry.patron_id for _key, entry in diff.departed()]
+        present_before = sum(1 for entry in diff.snapshot.values() if entry.present)
+        counts = diff.counts(departed=len(departures))
+        self._guard(counts, present_before)
+        without_record = self._stage_departures(conn, stager, departures)
+        stager.flush()
+        self.step("staged")
+        result = RunResult(
+            self.feed.name,
+            self.path,
+            sha256,
+            diff.records,
+            counts,
+            None,
+            held_back=diff.held_back,
+            dry_run=self.dry_run,
+            rehashed=rehashed,
+            departed_without_record=len(without_record),
+            orphans=orphans,
+        )
+        if self.dry_run:
+            raise _DryRunDone(result)
+        extract_id = snap.record_extract(
+            conn,
+            feed_id=feed_row.id,
+            name=str(self.path),
+            sha256=sha256,
+            records=diff.records,
+            counts=counts,
+            now=self.now,
+            batch_id=None,
+        )
+        snap.apply(
+            conn,
+            feed_id=feed_row.id,
+            extract_id=extract_id,
+            batch_id=None,
+            now=self.now,
+            departed_without_record=without_record,
+        )
+        return result, extract_id, counts.departed - len(without_record)
 
     def _scan(self, diff: Diff, stager: snap.Stager) -> None:
         rule = self.feed.match_id

@@ -128,3 +128,69 @@ def test_feed_choice(tmp_path: Path) -> None:
 )
 def test_limits(raw: object, base: int, ceiling: int) -> None:
     assert Limit.parse(raw, "x").ceiling(base) == ceiling
+
+
+def test_delivery_settings(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+[feeds.local]
+transport = "dir"
+remote_dir = "alma-inbox"
+
+[feeds.remote]
+transport = "sftp"
+remote_dir = "/alma/patrons"
+[feeds.remote.sftp]
+host = "sftp.example.edu"
+username = "alma"
+key_file = "keys/id_ed25519"
+known_hosts = "keys/known_hosts"
+passphrase_env = "DELTASYNC_SFTP_PASSPHRASE"
+connect_timeout = 10
+
+[feeds.none]
+""",
+    )
+    config = load(path, environ={})
+    local = config.feed("local").delivery
+    assert local is not None and local.transport == "dir"
+    assert local.remote_dir == str(tmp_path / "alma-inbox")
+    remote = config.feed("remote").delivery
+    assert remote is not None and remote.sftp is not None
+    assert remote.remote_dir == "/alma/patrons"
+    assert remote.sftp.key_file == tmp_path / "keys" / "id_ed25519"
+    assert remote.sftp.port == 22 and remote.sftp.connect_timeout == 10.0
+    assert config.feed("none").delivery is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[feeds.p]\nremote_dir = 'x'\n", "feeds.p.transport: set 'dir' or 'sftp'"),
+        ("[feeds.p]\ntransport = 'ftp'\nremote_dir = 'x'\n", "feeds.p.transport: must be"),
+        ("[feeds.p]\ntransport = 'dir'\n", "feeds.p.remote_dir: the folder Alma reads"),
+        (
+            "[feeds.p]\ntransport = 'sftp'\nremote_dir = '/in'\n[feeds.p.sftp]\nhost = 'h'\n",
+            "feeds.p.sftp.username: is required",
+        ),
+        (
+            "[feeds.p]\ntransport = 'sftp'\nremote_dir = 'in'\n[feeds.p.sftp]\nhost = 'h'\n"
+            "username = 'u'\nkey_file = 'k'\nknown_hosts = 'kh'\n",
+            "feeds.p.remote_dir: an absolute path",
+        ),
+        (
+            "[feeds.p]\ntransport = 'sftp'\nremote_dir = '/in'\n[feeds.p.sftp]\nhost = 'h'\n"
+            "username = 'u'\nkey_file = 'k'\nknown_hosts = 'kh'\npassword = 'x'\n",
+            "feeds.p.sftp.password: unknown key",
+        ),
+        (
+            "[feeds.p]\ntransport = 'sftp'\nremote_dir = '/in'\n[feeds.p.sftp]\nhost = 'h'\n"
+            "username = 'u'\nkey_file = 'k'\nknown_hosts = 'kh'\nconnect_timeout = 0\n",
+            "feeds.p.sftp.connect_timeout: must be a number of seconds",
+        ),
+    ],
+)
+def test_delivery_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(write(tmp_path, text), environ={})

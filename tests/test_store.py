@@ -56,3 +56,54 @@ def test_unreachable_postgres_is_a_clear_error() -> None:
 
     with pytest.raises(StoreError, match=r"cannot open state store postgresql\+psycopg://x@"):
         open_store("postgresql+psycopg://x@127.0.0.1:1/nothing?connect_timeout=2")
+
+
+def test_upgrade_to_the_ledger_keeps_earlier_batches_confirmed(db_url: str) -> None:
+    """A store from before the delivery ledger must not re-send every patron."""
+    from deltasync.store.engine import create_store_engine
+
+    engine = create_store_engine(db_url)
+    config = alembic_config()
+    try:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0001")
+            conn.execute(
+                text(
+                    "INSERT INTO feed (id, name, match_id, hash_recipe, created_at) "
+                    "VALUES (1, 'p', 'primary_id', 'v1', CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO batch (id, feed_id, seq, file_name, sha256, size, status, "
+                    "created_at, records, parts, new, changed, returned, departed) "
+                    "VALUES (1, 1, 1, 'p.zip', "
+                    "'x', 1, 'built', CURRENT_TIMESTAMP, 1, 1, 1, 0, 0, 0)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO patron (id, feed_id, match_key, match_id, digest, state, "
+                    "current_version_id) VALUES (1, 1, 'a', 'A', :d, 'present', 1)"
+                ),
+                {"d": b"d" * 16},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO patron_version (id, patron_id, kind, digest, payload, first_seen, "
+                    "last_seen, batch_id) VALUES (1, 1, 'new', :d, :p, CURRENT_TIMESTAMP, "
+                    "CURRENT_TIMESTAMP, 1)"
+                ),
+                {"d": b"d" * 16, "p": b"<user/>"},
+            )
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            assert conn.execute(text("SELECT status FROM batch")).scalar_one() == "confirmed"
+            row = conn.execute(text("SELECT confirmed_digest, confirmed_seq FROM patron")).one()
+            assert (bytes(row[0]), row[1]) == (b"d" * 16, 1)
+            member = conn.execute(text("SELECT batch_id, patron_id, outcome FROM batch_patron"))
+            assert member.all() == [(1, 1, "sent")]
+    finally:
+        engine.dispose()

@@ -101,6 +101,40 @@ class Batch(Base):
     changed: Mapped[int] = mapped_column(Integer)
     returned: Mapped[int] = mapped_column(Integer)
     departed: Mapped[int] = mapped_column(Integer)
+    # The delivery ledger: built → uploaded → picked_up → confirmed, or failed, or superseded.
+    uploaded_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    picked_up_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    job_instance: Mapped[str | None] = mapped_column(String(64))
+
+
+class BatchEvent(Base):
+    """One entry of a batch's ledger history: a transition or a failed attempt."""
+
+    __tablename__ = "batch_event"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id"), index=True)
+    at: Mapped[dt.datetime] = mapped_column(Timestamp())
+    status: Mapped[str] = mapped_column(String(20))
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+class BatchPatron(Base):
+    """A patron a batch carries, with the digest of the record it carried."""
+
+    __tablename__ = "batch_patron"
+    __table_args__ = (UniqueConstraint("batch_id", "patron_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id"))
+    patron_id: Mapped[int] = mapped_column(ForeignKey("patron.id"), index=True)
+    version_id: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[bytes] = mapped_column(LargeBinary(16))
+    outcome: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Extract(Base):
@@ -125,7 +159,7 @@ class Extract(Base):
 
 
 class Patron(Base):
-    """The snapshot: the last record sent for one match ID of a feed."""
+    """The snapshot: the desired record of one match ID of a feed, and what Alma confirmed."""
 
     __tablename__ = "patron"
     __table_args__ = (UniqueConstraint("feed_id", "match_key"),)
@@ -141,6 +175,12 @@ class Patron(Base):
     # The newest patron_version row; not a foreign key, which would make the two tables
     # refer to each other and complicate every migration.
     current_version_id: Mapped[int | None] = mapped_column(BigInteger)
+    # What Alma holds: the digest of the newest confirmed record, and the batch that sent it.
+    confirmed_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16))
+    confirmed_seq: Mapped[int | None] = mapped_column(Integer)
+    # A record Alma rejected is not sent again until it changes (or on replay).
+    rejected_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16))
+    rejected_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class PatronVersion(Base):

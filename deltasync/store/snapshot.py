@@ -194,34 +194,6 @@ class Stager:
                 )
             )
 
-    def count(self) -> int:
-        self.flush()
-        return int(
-            self.conn.execute(
-                select(func.count()).select_from(staged_t).where(staged_t.c.feed_id == self.feed_id)
-            ).scalar_one()
-        )
-
-    def payloads(self) -> Iterator[bytes]:
-        """The staged records in match-key order, read in pages (no open cursor is held)."""
-        self.flush()
-        last_key: str | None = None
-        while True:
-            query = (
-                select(staged_t.c.match_key, staged_t.c.payload)
-                .where(staged_t.c.feed_id == self.feed_id)
-                .order_by(staged_t.c.match_key)
-                .limit(CHUNK)
-            )
-            if last_key is not None:
-                query = query.where(staged_t.c.match_key > last_key)
-            rows = self.conn.execute(query).all()
-            if not rows:
-                return
-            for row in rows:
-                yield bytes(row.payload)
-            last_key = rows[-1].match_key
-
 
 def last_sent(conn: Connection, patron_ids: list[int]) -> Iterator[LastSent]:
     """The last-sent record of each of these patrons."""

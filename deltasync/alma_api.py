@@ -1,0 +1,182 @@
+"""A small client for Alma's Jobs API: the runs of the SIS job and their per-user events.
+
+Counter type codes of the SIS job are not documented, so counters are kept as Alma returns
+them. Requests time out, and server errors or network failures are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+from .config import AlmaApiConfig
+from .errors import DeltasyncError
+
+SUCCESS = {"COMPLETED_SUCCESS", "COMPLETED_NO_BULKS"}
+WITH_ERRORS = {"COMPLETED_WITH_ERRORS", "COMPLETED_WITH_WARNINGS"}
+FAILED = {"FAILED", "ABORTED_BY_SYSTEM", "ABORTED_BY_USER"}
+PAGE = 100
+
+
+class AlmaApiError(DeltasyncError):
+    """Alma's API could not be read."""
+
+    def __init__(self, message: str, *, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run (instance) of the SIS synchronize job."""
+
+    id: str
+    status: str
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    counters: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        """Whether Alma has a final outcome for this run."""
+        return self.status in SUCCESS | WITH_ERRORS | FAILED
+
+    @property
+    def processed_files(self) -> bool:
+        """A failed run picked nothing up; any other finished run did read the folder."""
+        return self.status not in {"FAILED"}
+
+
+class AlmaJobs:
+    """The runs of one Alma job, read through the REST API."""
+
+    def __init__(
+        self,
+        config: AlmaApiConfig,
+        job_id: str,
+        *,
+        timeout: float = 30.0,
+        attempts: int = 4,
+        backoff_seconds: float = 2.0,
+    ) -> None:
+        self.config = config
+        self.job_id = job_id
+        self.timeout = timeout
+        self.attempts = attempts
+        self.backoff_seconds = backoff_seconds
+
+    def runs_since(self, since: dt.datetime) -> list[JobRun]:
+        """Runs submitted on or after ``since``'s date, oldest first."""
+        runs: list[JobRun] = []
+        offset = 0
+        while True:
+            data = self._get(
+                f"conf/jobs/{self.job_id}/instances",
+                {
+                    "submit_date_from": since.astimezone(dt.UTC).date().isoformat(),
+                    "limit": PAGE,
+                    "offset": offset,
+                },
+            )
+            page = data.get("job_instance", [])
+            runs.extend(_run(item) for item in page)
+            offset += len(page)
+            if not page or offset >= int(data.get("total_record_count", 0)):
+                break
+        epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
+        return sorted(runs, key=lambda r: (r.start_time or epoch, r.id))
+
+    def rejected_users(self, run: JobRun) -> dict[str, str]:
+        """User ID → Alma's reason, for every user the run rejected."""
+        rejected: dict[str, str] = {}
+        offset = 0
+        while True:
+            data = self._get(
+                f"conf/jobs/{self.job_id}/instances/{run.id}/events",
+                {"limit": PAGE, "offset": offset},
+            )
+            page = data.get("event", [])
+            for event in page:
+                user = str(event.get("user_id") or "").strip()
+                if user:
+                    rejected[user] = str(event.get("description") or "rejected by Alma")
+            offset += len(page)
+            if not page or offset >= int(data.get("total_record_count", 0)):
+                return rejected
+
+    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        query = urllib.parse.urlencode(params)
+        url = f"{self.config.base_url}/almaws/v1/{path}?{query}"
+        request = urllib.request.Request(
+            url,
+            headers={
+                "Accept": "application/json",
+                "Authorization": f"apikey {self.config.api_key()}",
+            },
+        )
+
+        def attempt() -> dict[str, Any]:
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    data: dict[str, Any] = json.load(response)
+                    return data
+            except urllib.error.HTTPError as exc:
+                detail = _alma_error(exc)
+                raise AlmaApiError(
+                    f"Alma API {path}: HTTP {exc.code}: {detail}",
+                    transient=exc.code >= 500 or exc.code == 429,
+                ) from exc
+            except (urllib.error.URLError, TimeoutError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise AlmaApiError(f"Alma API {path}: {reason}", transient=True) from exc
+            except json.JSONDecodeError as exc:
+                raise AlmaApiError(f"Alma API {path}: not JSON: {exc}", transient=True) from exc
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_exponential(multiplier=self.backoff_seconds, max=30),
+            retry=retry_if_exception(lambda e: isinstance(e, AlmaApiError) and e.transient),
+            reraise=True,
+        )
+        result: dict[str, Any] = retrying(attempt)
+        return result
+
+
+def _run(item: dict[str, Any]) -> JobRun:
+    status = item.get("status") or {}
+    code = status.get("value") if isinstance(status, dict) else str(status)
+    counters = item.get("counter") or item.get("counters") or []
+    return JobRun(
+        str(item.get("id")),
+        str(code or ""),
+        _time(item.get("start_time")),
+        _time(item.get("end_time")),
+        list(counters),
+    )
+
+
+def _time(value: object) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def _alma_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        body = json.load(exc)
+        return "; ".join(
+            f"{e.get('errorCode')}: {e.get('errorMessage')}" for e in body["errorList"]["error"]
+        )
+    except (ValueError, KeyError, TypeError):
+        return str(exc.reason)

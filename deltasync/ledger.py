@@ -1,0 +1,334 @@
+"""The delivery ledger: deliver batches, learn what Alma did with them, never lose one.
+
+``reconcile`` reads the remote folder (and, in ``alma-api`` mode, the SIS job's runs) and moves
+batches along: a file renamed ``.handled`` was picked up; a file that vanished without being
+handled failed; a picked-up batch is confirmed by the pickup itself, by Alma's job result, or by
+staff (``manual``). ``deliver`` uploads the newest built batch after taking back any older one
+still waiting unread on the server, so one patron never occurs twice among the files one Alma
+run can pick up. What Alma has not confirmed is selected again by the next run (catch-up).
+
+Remote operations happen outside database transactions; each outcome is recorded in a short
+transaction of its own, so a crash between the two is found and repaired by the next reconcile.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Connection
+
+from .alma_api import FAILED as RUN_FAILED
+from .alma_api import WITH_ERRORS, AlmaApiError, AlmaJobs
+from .config import AlmaApiConfig, FeedConfig
+from .delivery import HANDLED_SUFFIX, RemoteFile, Transport, open_transport
+from .errors import ConfigError, DeliveryError, NotFound, RemoteFileMissing
+from .store import Store
+from .store import ledger as led
+from .store import snapshot as snap
+
+MAX_WAITING_ZIPS = 20
+"""Alma reads at most 20 zip files per run; never leave more waiting."""
+
+
+@dataclass
+class LedgerReport:
+    """What reconcile and deliver did, and what needs a person's attention."""
+
+    events: list[str] = field(default_factory=list)
+    attention: list[str] = field(default_factory=list)
+
+
+def withdrawn_name(name: str) -> str:
+    """The hidden name a taken-back file gets on the server (Alma reads only ``*.zip``)."""
+    return f".{name}.withdrawn"
+
+
+class Ledger:
+    """Delivery and confirmation for one feed."""
+
+    def __init__(
+        self,
+        store: Store,
+        alma: AlmaApiConfig | None,
+        feed: FeedConfig,
+        feed_id: int,
+        transport: Transport | None = None,
+        jobs: AlmaJobs | None = None,
+    ) -> None:
+        self.store = store
+        self.feed = feed
+        self.feed_id = feed_id
+        self.delivery = feed.delivery
+        self.transport = transport
+        if self.transport is None and self.delivery is not None:
+            self.transport = open_transport(self.delivery)
+        self.jobs = jobs
+        if self.jobs is None and self.delivery is not None and self.delivery.confirm == "alma-api":
+            if alma is None or self.delivery.job_id is None:
+                raise ConfigError(
+                    f"feed {feed.name!r}: confirm = 'alma-api' needs [alma] and job_id"
+                )
+            self.jobs = AlmaJobs(alma, self.delivery.job_id)
+        self.report = LedgerReport()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- reconcile ---------------------------------------------------------------------------
+
+    def reconcile(self, now: dt.datetime) -> None:
+        """Learn what happened to every open batch since the last run."""
+        if self.delivery is None or self.transport is None:
+            return
+        with self.store.begin() as conn:
+            open_batches = led.batches(conn, self.feed_id, led.OPEN)
+        if not open_batches:
+            return
+        listing = self._listing()
+        if listing is None:
+            return
+        for batch in open_batches:
+            self._reconcile_one(batch, listing, now)
+
+    def _listing(self) -> dict[str, RemoteFile] | None:
+        assert self.transport is not None
+        try:
+            return {f.name: f for f in self.transport.list()}
+        except DeliveryError as exc:
+            self.report.attention.append(f"cannot read {self.transport.describe()}: {exc}")
+            return None
+
+    def _reconcile_one(
+        self, batch: led.BatchState, listing: dict[str, RemoteFile], now: dt.datetime
+    ) -> None:
+        name = batch.file_name
+        handled = name + HANDLED_SUFFIX in listing
+        with self.store.begin() as conn:
+            if batch.status == led.BUILT and (name in listing or handled):
+                # Uploaded by a run that died before it could record the upload.
+                led.transition(conn, batch, led.UPLOADED, now, "found on the server")
+                batch = _refreshed(conn, self.feed_id, batch)
+            if batch.status == led.UPLOADED:
+                if handled:
+                    led.transition(conn, batch, led.PICKED_UP, now, "renamed .handled by Alma")
+                    self.report.events.append(f"batch {batch.seq} picked up by Alma")
+                    batch = _refreshed(conn, self.feed_id, batch)
+                elif name not in listing:
+                    message = "vanished from remote_dir without being handled"
+                    led.transition(conn, batch, led.FAILED, now, message)
+                    self.report.attention.append(f"batch {batch.seq} failed: {message}")
+                    return
+                elif batch.uploaded_at and now - batch.uploaded_at > self._timeout():
+                    self.report.attention.append(
+                        f"batch {batch.seq} not picked up by Alma since "
+                        f"{batch.uploaded_at:%Y-%m-%d %H:%M}Z (pickup_timeout "
+                        f"{self._timeout()}): is the SIS job scheduled?"
+                    )
+            if batch.status == led.PICKED_UP:
+                self._confirm_picked_up(conn, batch, now)
+
+    def _timeout(self) -> dt.timedelta:
+        assert self.delivery is not None
+        return self.delivery.pickup_timeout
+
+    def _confirm_picked_up(self, conn: Connection, batch: led.BatchState, now: dt.datetime) -> None:
+        assert self.delivery is not None
+        if self.delivery.confirm == "pickup":
+            led.transition(conn, batch, led.CONFIRMED, now, "confirmed by pickup")
+            return
+        if self.delivery.confirm == "manual":
+            return
+        assert self.jobs is not None
+        try:
+            self._confirm_from_job(conn, batch, now)
+        except AlmaApiError as exc:
+            led.attempt_failed(conn, batch, now, str(exc))
+            self.report.attention.append(f"batch {batch.seq}: {exc}")
+
+    def _confirm_from_job(self, conn: Connection, batch: led.BatchState, now: dt.datetime) -> None:
+        assert self.jobs is not None
+        since = batch.uploaded_at or batch.created_at
+        # The run that picked the file up is the first one after the upload that read the
+        # folder (a run that failed outright picked nothing up).
+        run = next(
+            (
+                r
+                for r in self.jobs.runs_since(since)
+                if r.start_time is not None
+                and r.start_time >= since
+                and (r.processed_files or not r.finished)
+            ),
+            None,
+        )
+        if run is None or not run.finished:
+            return
+        counters = json.dumps(run.counters, sort_keys=True)
+        detail = f"Alma job run {run.id}: {run.status}; counters {counters}"
+        if run.status in RUN_FAILED:
+            led.transition(conn, batch, led.FAILED, now, detail, job_instance=run.id)
+            self.report.attention.append(f"batch {batch.seq} failed: {detail}")
+            return
+        if run.status in WITH_ERRORS:
+            rejected = self.jobs.rejected_users(run)
+            carried = led.members(conn, batch)
+            reasons = {
+                carried[self.feed.match_id.key(user)]: reason
+                for user, reason in rejected.items()
+                if self.feed.match_id.key(user) in carried
+            }
+            led.reject(conn, batch, reasons)
+            if reasons:
+                detail += f"; {len(reasons)} patrons rejected"
+                self.report.attention.append(
+                    f"batch {batch.seq}: Alma rejected {len(reasons)} patrons"
+                )
+        led.transition(conn, batch, led.CONFIRMED, now, detail, job_instance=run.id)
+
+    # -- deliver -----------------------------------------------------------------------------
+
+    def deliver(self, now: dt.datetime) -> None:
+        """Upload the newest built batch, after taking back any older one left unread."""
+        if self.delivery is None or self.transport is None:
+            return
+        with self.store.begin() as conn:
+            built = led.batches(conn, self.feed_id, [led.BUILT])
+            uploaded = led.batches(conn, self.feed_id, [led.UPLOADED])
+        if not built:
+            return
+        newest = built[-1]
+        with self.store.begin() as conn:
+            for older in built[:-1]:
+                led.transition(
+                    conn,
+                    older,
+                    led.SUPERSEDED,
+                    now,
+                    f"replaced by batch {newest.seq} before delivery",
+                )
+        for waiting in uploaded:
+            if not self._take_back(waiting, newest, now):
+                return
+        listing = self._listing()
+        if listing is None:
+            self._failed_attempt(newest, now, "remote folder unreadable")
+            return
+        zips = [n for n in listing if n.endswith(".zip")]
+        if len(zips) >= MAX_WAITING_ZIPS:
+            self._failed_attempt(
+                newest,
+                now,
+                f"{len(zips)} zip files already wait in the "
+                f"remote folder; Alma reads at most {MAX_WAITING_ZIPS} a run",
+            )
+            return
+        local = self.feed.outbox / newest.file_name
+        if not local.is_file():
+            self._failed_attempt(newest, now, f"{local}: the delta file is missing")
+            return
+        try:
+            remote = self.transport.upload(local, newest.file_name)
+        except DeliveryError as exc:
+            self._failed_attempt(newest, now, str(exc))
+            return
+        with self.store.begin() as conn:
+            led.transition(
+                conn,
+                newest,
+                led.UPLOADED,
+                now,
+                f"uploaded to {self.transport.describe()} ({remote.size} bytes)",
+            )
+        self.report.events.append(f"batch {newest.seq} uploaded")
+
+    def _take_back(self, waiting: led.BatchState, newest: led.BatchState, now: dt.datetime) -> bool:
+        assert self.transport is not None
+        try:
+            self.transport.rename(waiting.file_name, withdrawn_name(waiting.file_name))
+        except RemoteFileMissing:
+            # Alma took it meanwhile (or it vanished): reconcile decides which.
+            listing = self._listing()
+            if listing is None:
+                return False
+            self._reconcile_one(waiting, listing, now)
+            return True
+        except DeliveryError as exc:
+            self._failed_attempt(newest, now, f"cannot take back batch {waiting.seq}: {exc}")
+            return False
+        with self.store.begin() as conn:
+            led.transition(
+                conn,
+                waiting,
+                led.SUPERSEDED,
+                now,
+                f"taken back unread; its patrons go in batch {newest.seq}",
+            )
+        self.report.events.append(f"batch {waiting.seq} taken back")
+        return True
+
+    def _failed_attempt(self, batch: led.BatchState, now: dt.datetime, error: str) -> None:
+        with self.store.begin() as conn:
+            led.attempt_failed(conn, batch, now, error)
+        self.report.attention.append(f"batch {batch.seq} not delivered: {error}")
+
+
+def _refreshed(conn: Connection, feed_id: int, batch: led.BatchState) -> led.BatchState:
+    fresh = led.batch_by_seq(conn, feed_id, batch.seq)
+    assert fresh is not None
+    return fresh
+
+
+# -- staff decisions (confirm = "manual", or corrections in any mode) -----------------------
+
+
+def _open_batch(store: Store, feed: FeedConfig, seq: int) -> tuple[int, led.BatchState]:
+    with store.begin() as conn:
+        row = snap.find_feed(conn, feed.name)
+        batch = None if row is None else led.batch_by_seq(conn, row.id, seq)
+    if row is None or batch is None:
+        raise NotFound(f"feed {feed.name!r} has no batch {seq}")
+    return row.id, batch
+
+
+def confirm(store: Store, feed: FeedConfig, seq: int, now: dt.datetime) -> None:
+    """Staff say Alma loaded batch ``seq``."""
+    _feed_id, batch = _open_batch(store, feed, seq)
+    if batch.status not in (led.UPLOADED, led.PICKED_UP, led.BUILT):
+        raise NotFound(f"batch {seq} is {batch.status}; only an open batch can be confirmed")
+    with store.begin() as conn:
+        led.transition(conn, batch, led.CONFIRMED, now, "confirmed by staff")
+
+
+def fail(store: Store, feed: FeedConfig, seq: int, reason: str, now: dt.datetime) -> None:
+    """Staff say Alma did not load batch ``seq``: its patrons go out again."""
+    _feed_id, batch = _open_batch(store, feed, seq)
+    if batch.status not in led.OPEN:
+        raise NotFound(f"batch {seq} is {batch.status}; only an open batch can fail")
+    with store.begin() as conn:
+        led.transition(conn, batch, led.FAILED, now, f"failed by staff: {reason}")
+
+
+def reject(
+    store: Store, feed: FeedConfig, seq: int, ids_file: Path, now: dt.datetime
+) -> tuple[int, list[str]]:
+    """Record the match IDs Alma rejected in batch ``seq``; returns (marked, unknown IDs)."""
+    _feed_id, batch = _open_batch(store, feed, seq)
+    try:
+        lines = ids_file.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise NotFound(f"{ids_file}: cannot read: {exc.strerror}") from exc
+    ids = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    with store.begin() as conn:
+        carried = led.members(conn, batch)
+        reasons = {
+            carried[feed.match_id.key(i)]: f"rejected by Alma (recorded by staff, {ids_file.name})"
+            for i in ids
+            if feed.match_id.key(i) in carried
+        }
+        led.reject(conn, batch, reasons)
+        led.note(conn, batch, now, f"{len(reasons)} patrons rejected by Alma (from staff)")
+    unknown = [i for i in ids if feed.match_id.key(i) not in carried]
+    return len(reasons), unknown

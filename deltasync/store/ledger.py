@@ -1,0 +1,305 @@
+"""The delivery ledger in the store: batch states, their history, and what each batch carried.
+
+A batch moves built → uploaded → picked_up → confirmed, or ends failed or superseded. Every
+transition and every failed attempt is an event. ``batch_patron`` records which patron each batch
+carried with which digest; confirming a batch advances each patron's ``confirmed_digest`` (what
+Alma holds), never backwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, and_, exists, func, insert, or_, select, update
+
+from .models import BatchEvent, BatchPatron
+from .snapshot import CHUNK, batch_t, patron_t, version_t
+
+BUILT = "built"
+UPLOADED = "uploaded"
+PICKED_UP = "picked_up"
+CONFIRMED = "confirmed"
+FAILED = "failed"
+SUPERSEDED = "superseded"
+OPEN = (BUILT, UPLOADED, PICKED_UP)
+SENT = "sent"
+REJECTED = "rejected"
+
+event_t = cast(Table, BatchEvent.__table__)
+member_t = cast(Table, BatchPatron.__table__)
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """A batch as the ledger sees it."""
+
+    id: int
+    seq: int
+    file_name: str
+    status: str
+    created_at: dt.datetime
+    uploaded_at: dt.datetime | None
+    picked_up_at: dt.datetime | None
+    attempts: int
+    last_error: str | None
+    job_instance: str | None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A patron whose desired record Alma does not hold yet."""
+
+    patron_id: int
+    match_key: str
+    version_id: int
+    digest: bytes
+
+
+def batches(
+    conn: Connection,
+    feed_id: int,
+    statuses: Iterable[str] | None = None,
+) -> list[BatchState]:
+    """The feed's batches in sequence order, optionally only those in ``statuses``."""
+    query = select(batch_t).where(batch_t.c.feed_id == feed_id).order_by(batch_t.c.seq)
+    if statuses is not None:
+        query = query.where(batch_t.c.status.in_(list(statuses)))
+    return [_state(row) for row in conn.execute(query)]
+
+
+def batch_by_seq(conn: Connection, feed_id: int, seq: int) -> BatchState | None:
+    """One batch of the feed by its sequence number."""
+    row = conn.execute(
+        select(batch_t).where(batch_t.c.feed_id == feed_id, batch_t.c.seq == seq)
+    ).one_or_none()
+    return None if row is None else _state(row)
+
+
+def _state(row: Any) -> BatchState:
+    return BatchState(
+        row.id,
+        row.seq,
+        row.file_name,
+        row.status,
+        row.created_at,
+        row.uploaded_at,
+        row.picked_up_at,
+        row.attempts,
+        row.last_error,
+        row.job_instance,
+    )
+
+
+def transition(
+    conn: Connection,
+    batch: BatchState,
+    status: str,
+    now: dt.datetime,
+    message: str | None = None,
+    **fields: Any,
+) -> None:
+    """Move a batch to ``status`` and record the event."""
+    values: dict[str, Any] = {"status": status, **fields}
+    if status == UPLOADED:
+        values.setdefault("uploaded_at", now)
+        values["last_error"] = None
+    elif status == PICKED_UP:
+        values.setdefault("picked_up_at", now)
+    elif status in (CONFIRMED, FAILED, SUPERSEDED):
+        values.setdefault("resolved_at", now)
+    conn.execute(update(batch_t).where(batch_t.c.id == batch.id).values(**values))
+    conn.execute(insert(event_t).values(batch_id=batch.id, at=now, status=status, message=message))
+    if status == CONFIRMED:
+        _advance_confirmed(conn, batch)
+
+
+def attempt_failed(conn: Connection, batch: BatchState, now: dt.datetime, error: str) -> None:
+    """Record a failed attempt (upload, take-back, query) without changing the state."""
+    conn.execute(
+        update(batch_t)
+        .where(batch_t.c.id == batch.id)
+        .values(attempts=batch_t.c.attempts + 1, last_error=error)
+    )
+    conn.execute(
+        insert(event_t).values(batch_id=batch.id, at=now, status="attempt_failed", message=error)
+    )
+
+
+def note(conn: Connection, batch: BatchState, now: dt.datetime, message: str) -> None:
+    """Record an event that does not change the batch's state."""
+    conn.execute(
+        insert(event_t).values(batch_id=batch.id, at=now, status=batch.status, message=message)
+    )
+
+
+def _advance_confirmed(conn: Connection, batch: BatchState) -> None:
+    m = member_t.c
+    carried = (
+        select(m.digest)
+        .where(m.batch_id == batch.id, m.patron_id == patron_t.c.id)
+        .scalar_subquery()
+    )
+    conn.execute(
+        update(patron_t)
+        .where(
+            patron_t.c.id.in_(select(m.patron_id).where(m.batch_id == batch.id, m.outcome == SENT)),
+            # A batch confirmed late never overwrites what a newer batch already confirmed.
+            or_(patron_t.c.confirmed_seq.is_(None), patron_t.c.confirmed_seq < batch.seq),
+        )
+        .values(confirmed_digest=carried, confirmed_seq=batch.seq)
+    )
+
+
+def reject(conn: Connection, batch: BatchState, reasons: dict[int, str]) -> None:
+    """Mark members Alma rejected (patron id → reason); they are not re-sent unchanged."""
+    member = member_t.c
+    for patron_id, reason in reasons.items():
+        conn.execute(
+            update(member_t)
+            .where(member.batch_id == batch.id, member.patron_id == patron_id)
+            .values(outcome=REJECTED, reason=reason)
+        )
+        conn.execute(
+            update(patron_t)
+            .where(patron_t.c.id == patron_id)
+            .values(
+                rejected_digest=select(member.digest)
+                .where(member.batch_id == batch.id, member.patron_id == patron_id)
+                .scalar_subquery(),
+                rejected_reason=reason,
+            )
+        )
+
+
+def members(conn: Connection, batch: BatchState) -> dict[str, int]:
+    """The match keys a batch carried, with their patron ids."""
+    rows = conn.execute(
+        select(patron_t.c.match_key, patron_t.c.id)
+        .join(member_t, member_t.c.patron_id == patron_t.c.id)
+        .where(member_t.c.batch_id == batch.id)
+    )
+    return {key: pid for key, pid in rows}
+
+
+def forget_rejections(conn: Connection, feed_id: int) -> None:
+    """Treat every record Alma rejected as not sent yet (``replay``)."""
+    conn.execute(
+        update(patron_t)
+        .where(patron_t.c.feed_id == feed_id, patron_t.c.rejected_digest.is_not(None))
+        .values(rejected_digest=None)
+    )
+
+
+def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> list[Pending]:
+    """Patrons to send: desired ≠ confirmed, unless Alma already has that record in hand.
+
+    Left out: a patron in a picked-up, unresolved batch with the same record, and one whose
+    same record Alma rejected. With ``since_seq`` every patron carried by that batch or a
+    later one is included, confirmed or not.
+    """
+    p, m, b = patron_t.c, member_t.c, batch_t.c
+    in_flight = exists(
+        select(m.id)
+        .join(batch_t, b.id == m.batch_id)
+        .where(m.patron_id == p.id, m.digest == p.digest, b.status == PICKED_UP)
+    )
+    differs = and_(
+        or_(p.confirmed_digest.is_(None), p.confirmed_digest != p.digest),
+        or_(p.rejected_digest.is_(None), p.rejected_digest != p.digest),
+        ~in_flight,
+    )
+    condition = differs
+    if since_seq is not None:
+        carried = (
+            select(m.patron_id)
+            .join(batch_t, b.id == m.batch_id)
+            .where(b.feed_id == feed_id, b.seq >= since_seq)
+        )
+        condition = or_(differs, p.id.in_(carried))
+    rows = conn.execute(
+        select(p.id, p.match_key, p.current_version_id, p.digest)
+        .where(p.feed_id == feed_id, p.current_version_id.is_not(None), condition)
+        .order_by(p.match_key)
+    )
+    return [Pending(pid, key, int(vid), bytes(digest)) for pid, key, vid, digest in rows]
+
+
+def waiting(conn: Connection, feed_id: int) -> set[tuple[int, bytes]]:
+    """(patron, digest) carried by batches built or uploaded but not picked up yet."""
+    m, b = member_t.c, batch_t.c
+    rows = conn.execute(
+        select(m.patron_id, m.digest)
+        .join(batch_t, b.id == m.batch_id)
+        .where(b.feed_id == feed_id, b.status.in_([BUILT, UPLOADED]))
+    )
+    return {(pid, bytes(digest)) for pid, digest in rows}
+
+
+def add_members(conn: Connection, batch_id: int, rows: list[Pending]) -> None:
+    """Record what a new batch carries, and link first-time versions to it."""
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        conn.execute(
+            insert(member_t),
+            [
+                {
+                    "batch_id": batch_id,
+                    "patron_id": r.patron_id,
+                    "version_id": r.version_id,
+                    "digest": r.digest,
+                    "outcome": SENT,
+                }
+                for r in chunk
+            ],
+        )
+        conn.execute(
+            update(version_t)
+            .where(
+                version_t.c.id.in_([r.version_id for r in chunk]), version_t.c.batch_id.is_(None)
+            )
+            .values(batch_id=batch_id)
+        )
+
+
+def payloads(conn: Connection, rows: list[Pending]) -> Iterator[bytes]:
+    """The payloads of these patrons' versions, in the order given, read in pages."""
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        found = dict(
+            conn.execute(
+                select(version_t.c.id, version_t.c.payload).where(
+                    version_t.c.id.in_([r.version_id for r in chunk])
+                )
+            ).all()
+        )
+        for row in chunk:
+            yield bytes(found[row.version_id])
+
+
+def events(conn: Connection, batch_id: int) -> list[tuple[dt.datetime, str, str | None]]:
+    """A batch's ledger history, oldest first."""
+    rows = conn.execute(
+        select(event_t.c.at, event_t.c.status, event_t.c.message)
+        .where(event_t.c.batch_id == batch_id)
+        .order_by(event_t.c.id)
+    )
+    return [(at, status, message) for at, status, message in rows]
+
+
+def awaiting_confirmation(conn: Connection, feed_id: int) -> int:
+    """How many patrons' desired records Alma has not confirmed."""
+    p = patron_t.c
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(patron_t)
+            .where(
+                p.feed_id == feed_id,
+                p.current_version_id.is_not(None),
+                or_(p.confirmed_digest.is_(None), p.confirmed_digest != p.digest),
+            )
+        ).scalar_one()
+    )

@@ -1,0 +1,213 @@
+"""The delivery ledger: upload, pickup, confirmation, take-back and catch-up, against a
+simulated Alma reading the remote folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import generate_extract
+import pytest
+from helpers import invoke, read_delta
+from world import API_KEY, World
+
+from deltasync.store import ledger as led
+from deltasync.store import snapshot as snap
+
+
+@pytest.fixture
+def world_factory(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., World]]:
+    monkeypatch.setenv("ALMA_TEST_KEY", API_KEY)
+    made: list[World] = []
+
+    def make(**options: object) -> World:
+        world = World(tmp_path / f"w{len(made)}", db_url, **options)  # type: ignore[arg-type]
+        made.append(world)
+        return world
+
+    yield make
+    for world in made:
+        world.close()
+
+
+def statuses(world: World) -> dict[int, str]:
+    with world.store.begin() as conn:
+        row = snap.find_feed(conn, "patrons")
+        assert row is not None
+        return {b.seq: b.status for b in led.batches(conn, row.id)}
+
+
+def test_pickup_confirms_and_the_next_delta_holds_only_new_changes(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory()
+    first = world.run(0)
+    assert first.batch is not None and first.ledger_events == ["batch 1 uploaded"]
+    assert (world.remote / first.batch.file.name).exists()
+    world.alma_runs(0)
+    assert world.mismatches(0) == []
+
+    second = world.run(1)
+    assert statuses(world)[1] == led.CONFIRMED
+    truth = generate_extract.truth(patrons=world.patrons, day=1)
+    expected = set(truth["new"]) | set(truth["changed"]) | set(truth["departed"])
+    assert second.batch is not None and second.carried_over == 0
+    assert set(read_delta(second.batch.file)) == expected
+    world.alma_runs(1)
+    assert world.mismatches(1) == []
+    assert world.already_taken() == []
+
+
+def test_a_batch_alma_has_not_read_is_taken_back_and_folded_in(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory()
+    world.run(0)
+    world.run(1)  # Alma did not run in between
+    assert statuses(world) == {1: led.SUPERSEDED, 2: led.UPLOADED}
+    names = sorted(p.name for p in world.remote.iterdir())
+    assert names[0].startswith(".patrons_000001_") and names[0].endswith(".withdrawn")
+    assert names[1].startswith("patrons_000002_") and names[1].endswith(".zip")
+    world.alma_runs(1)
+    assert world.mismatches(1) == []
+    assert world.already_taken() == []
+
+
+def test_a_file_that_vanished_fails_and_its_patrons_go_again(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory()
+    first = world.run(0)
+    assert first.batch is not None
+    (world.remote / first.batch.file.name).unlink()  # the SFTP server expired it
+    second = world.run(1)
+    assert statuses(world)[1] == led.FAILED
+    assert any("vanished from remote_dir" in reason for reason in second.attention)
+    assert second.batch is not None
+    assert second.batch.records >= world.patrons  # everybody: nothing was ever confirmed
+    world.alma_runs(1)
+    assert world.mismatches(1) == []
+
+
+def test_failed_and_aborted_jobs_are_caught_up(world_factory: Callable[..., World]) -> None:
+    world = world_factory(confirm="alma-api")
+    world.run(0)
+    world.alma_runs(0, outcome="aborted")  # renamed .handled, nothing loaded
+    second = world.run(1)
+    assert statuses(world)[1] == led.FAILED
+    assert any("ABORTED_BY_SYSTEM" in reason for reason in second.attention)
+    world.alma_runs(1, outcome="failed")  # nothing picked up
+    world.alma_runs(1, hours=8)
+    world.run(2)
+    assert statuses(world)[2] == led.CONFIRMED
+    world.alma_runs(2)
+    assert world.mismatches(2) == []
+
+
+def test_alma_rejections_are_not_resent_until_the_record_changes(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(confirm="alma-api")
+    truth = generate_extract.truth(patrons=world.patrons, day=0)
+    internal = truth["new"][0]
+    world.alma.add_internal_user(internal)  # staff made this one by hand: Alma refuses it
+    world.run(0)
+    world.alma_runs(0)
+    world.run(1)
+    with world.store.begin() as conn:
+        row = snap.find_feed(conn, "patrons")
+        assert row is not None
+        reason = (
+            conn.execute(
+                snap.patron_t.select().where(snap.patron_t.c.match_key == internal.lower())
+            )
+            .one()
+            .rejected_reason
+        )
+    assert reason == "User is not external"
+    second = world.run(2)
+    assert second.batch is None or internal not in read_delta(second.batch.file)
+
+
+def test_upload_failure_keeps_the_batch_and_the_next_run_delivers_it(
+    world_factory: Callable[..., World], tmp_path: Path
+) -> None:
+    world = world_factory()
+    world.remote.rmdir()
+    world.remote.write_text("not a folder")  # the mount is broken
+    first = world.run(0)
+    assert statuses(world) == {1: led.BUILT}
+    assert any("not delivered" in reason for reason in first.attention)
+    world.remote.unlink()
+    world.remote.mkdir()
+    again = world.run(0, hours=1)  # the same extract: no new changes, but batch 1 goes out
+    assert again.already_ingested_at is not None
+    assert statuses(world) == {1: led.UPLOADED}
+    world.alma_runs(0)
+    assert world.mismatches(0) == []
+
+
+def test_cli_exit_4_status_and_manual_decisions(
+    world_factory: Callable[..., World], tmp_path: Path
+) -> None:
+    world = world_factory(confirm="manual")
+    config = tmp_path / "manual.toml"
+    config.write_text(
+        f'[state]\nurl = "{world.config.state_url}"\n[feeds.patrons]\n'
+        f'timezone = "America/Chicago"\nignore = ["status_date"]\ntransport = "dir"\n'
+        f'remote_dir = "{world.remote}"\nconfirm = "manual"\npickup_timeout = "1m"\n'
+    )
+    first = invoke(config, "run", str(world.extract(0)))
+    assert first.exit_code == 0, first.output
+    world.alma_runs(0)
+    # Picked up, but in manual mode only staff confirm.
+    waiting = invoke(config, "run", str(world.extract(0)))
+    assert waiting.exit_code == 0, waiting.output
+    status = json.loads(invoke(config, "status", "--json").stdout)
+    assert [b["status"] for b in status["pending_batches"]] == [led.PICKED_UP]
+    assert status["awaiting_confirmation"] == world.patrons
+
+    rejected = tmp_path / "rejected.txt"
+    truth = generate_extract.truth(patrons=world.patrons, day=0)
+    rejected.write_text(f"{truth['new'][3]}\nNOBODY\n")
+    marked = invoke(config, "reject", "1", "--ids", str(rejected))
+    assert marked.exit_code == 0, marked.output
+    assert (
+        "1 patrons marked rejected" in marked.stdout and "NOBODY: not in batch 1" in marked.stdout
+    )
+    assert invoke(config, "confirm", "1").exit_code == 0
+    status = json.loads(invoke(config, "status", "--json").stdout)
+    assert status["awaiting_confirmation"] == 1
+    assert status["batches_by_status"] == {"confirmed": 1}
+
+    replayed = invoke(config, "replay", "--json")
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stdout)["batch"]["records"] == 1  # the rejected one, on request
+    assert invoke(config, "fail", "2", "--reason", "job aborted").exit_code == 0
+    status = json.loads(invoke(config, "status", "--json").stdout)
+    assert [b["seq"] for b in status["failed_batches"]] == [2]
+    assert invoke(config, "confirm", "9").exit_code == 1
+
+    # Batch 3 carries the failed batch's patrons; the server loses it: run exits 4.
+    assert invoke(config, "replay").exit_code == 0
+    for lost in world.remote.glob("patrons_000003_*.zip"):
+        lost.unlink()
+    late = invoke(config, "run", str(world.extract(1)))
+    assert late.exit_code == 4, late.output
+    assert "ATTENTION: batch 3 failed: vanished from remote_dir" in late.stdout
+
+
+def test_a_batch_not_picked_up_in_time_needs_attention(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory()
+    world.run(0)
+    on_time = world.run(0, hours=25)
+    assert on_time.attention == []
+    late = world.run(0, hours=27)  # default pickup_timeout: 26 hours
+    assert [r for r in late.attention if "not picked up by Alma since" in r]
+    world.alma_runs(0, hours=28)
+    assert world.run(0, hours=29).attention == []
