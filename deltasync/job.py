@@ -9,6 +9,7 @@ file in the outbox — or none of it. Delivery and confirmation are the ledger's
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from .ledger import Ledger
 from .store import Store
 from .store import ledger as led
 from .store import snapshot as snap
+from .store.lock import feed_lock
 
 Checkpoint = Callable[[str], None]
 """Called with the name of each step as a run passes it (for tests that inject failures)."""
@@ -131,6 +133,15 @@ def run(
         progress=progress,
         checkpoint=checkpoint or (lambda _step: None),
     )
+    lock = contextlib.nullcontext() if dry_run else feed_lock(store, feed.name)
+    with lock:
+        return _run_locked(job, alma, transport, jobs)
+
+
+def _run_locked(
+    job: _Run, alma: AlmaApiConfig | None, transport: Transport | None, jobs: AlmaJobs | None
+) -> RunResult:
+    store, feed, dry_run = job.store, job.feed, job.dry_run
     ledger: Ledger | None = None
     try:
         if not dry_run:
@@ -177,17 +188,31 @@ def replay(
         from .errors import NotFound
 
         raise NotFound(f"feed {feed.name!r} has never run: nothing to replay")
-    ledger = Ledger(store, config.alma, feed, row.id, transport, jobs)
+    with feed_lock(store, feed.name):
+        return _replay_locked(store, config, feed, row.id, since, moment, transport, jobs)
+
+
+def _replay_locked(
+    store: Store,
+    config: Config,
+    feed: FeedConfig,
+    feed_id: int,
+    since: int | None,
+    moment: dt.datetime,
+    transport: Transport | None,
+    jobs: AlmaJobs | None,
+) -> RunResult:
+    ledger = Ledger(store, config.alma, feed, feed_id, transport, jobs)
     built: tuple[BatchInfo, int] | None = None
     delta: outbox.DeltaFile | None = None
     try:
         ledger.reconcile(moment)
         with store.begin() as conn:
             # Staff asked for it: rejected records count as unsent again until Alma says more.
-            led.forget_rejections(conn, row.id)
-            rows = led.pending(conn, row.id, since_seq=since)
+            led.forget_rejections(conn, feed_id)
+            rows = led.pending(conn, feed_id, since_seq=since)
             if rows:
-                delta, built = _build_batch(conn, feed, row.id, rows, moment, Counts(), 0)
+                delta, built = _build_batch(conn, feed, feed_id, rows, moment, Counts(), 0)
                 outbox.publish(delta)
         ledger.deliver(moment)
     except BaseException:
