@@ -50,8 +50,8 @@ class JobRun:
 
     @property
     def processed_files(self) -> bool:
-        """A failed run picked nothing up; any other finished run did read the folder."""
-        return self.status not in {"FAILED"}
+        """Whether the run took files: a failed run took none, nor one that found none."""
+        return self.status not in {"FAILED", "COMPLETED_NO_BULKS"}
 
 
 class AlmaJobs:

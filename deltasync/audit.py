@@ -63,6 +63,8 @@ class FeedStatus:
     last_extract: ExtractInfo | None
     last_batch: BatchRow | None
     batches_by_status: dict[str, int] = field(default_factory=dict)
+    all_batches: list[BatchRow] = field(default_factory=list)
+    """Every batch with its ledger state, oldest first."""
     pending_batches: list[BatchRow] = field(default_factory=list)
     """Built, uploaded or picked up: not yet confirmed or failed."""
     failed_batches: list[BatchRow] = field(default_factory=list)
@@ -146,6 +148,7 @@ def status(store: Store, feed: FeedConfig) -> FeedStatus:
         last_extract=last_extract,
         last_batch=batch_rows[-1] if batch_rows else None,
         batches_by_status=dict(Counter(b.status for b in batch_rows)),
+        all_batches=batch_rows,
         pending_batches=[b for b in batch_rows if b.status in ledger.OPEN],
         failed_batches=[b for b in batch_rows if b.status == ledger.FAILED],
         awaiting_confirmation=awaiting,

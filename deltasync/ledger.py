@@ -88,19 +88,17 @@ class Ledger:
             open_batches = led.batches(conn, self.feed_id, led.OPEN)
         if not open_batches:
             return
-        listing = self._listing()
-        if listing is None:
+        try:
+            listing = self._listing()
+        except DeliveryError as exc:
+            self.report.attention.append(f"cannot check delivered batches: {exc}")
             return
         for batch in open_batches:
             self._reconcile_one(batch, listing, now)
 
-    def _listing(self) -> dict[str, RemoteFile] | None:
+    def _listing(self) -> dict[str, RemoteFile]:
         assert self.transport is not None
-        try:
-            return {f.name: f for f in self.transport.list()}
-        except DeliveryError as exc:
-            self.report.attention.append(f"cannot read {self.transport.describe()}: {exc}")
-            return None
+        return {f.name: f for f in self.transport.list()}
 
     def _reconcile_one(
         self, batch: led.BatchState, listing: dict[str, RemoteFile], now: dt.datetime
@@ -109,8 +107,16 @@ class Ledger:
         handled = name + HANDLED_SUFFIX in listing
         with self.store.begin() as conn:
             if batch.status == led.BUILT and (name in listing or handled):
-                # Uploaded by a run that died before it could record the upload.
-                led.transition(conn, batch, led.UPLOADED, now, "found on the server")
+                # Uploaded by a run that died before it could record the upload: that run
+                # built it, so its build time bounds the upload from below.
+                led.transition(
+                    conn,
+                    batch,
+                    led.UPLOADED,
+                    now,
+                    "found on the server",
+                    uploaded_at=batch.created_at,
+                )
                 batch = _refreshed(conn, self.feed_id, batch)
             if batch.status == led.UPLOADED:
                 if handled:
@@ -212,9 +218,10 @@ class Ledger:
         for waiting in uploaded:
             if not self._take_back(waiting, newest, now):
                 return
-        listing = self._listing()
-        if listing is None:
-            self._failed_attempt(newest, now, "remote folder unreadable")
+        try:
+            listing = self._listing()
+        except DeliveryError as exc:
+            self._failed_attempt(newest, now, str(exc))
             return
         zips = [n for n in listing if n.endswith(".zip")]
         if len(zips) >= MAX_WAITING_ZIPS:
@@ -247,14 +254,12 @@ class Ledger:
     def _take_back(self, waiting: led.BatchState, newest: led.BatchState, now: dt.datetime) -> bool:
         assert self.transport is not None
         try:
-            self.transport.rename(waiting.file_name, withdrawn_name(waiting.file_name))
-        except RemoteFileMissing:
-            # Alma took it meanwhile (or it vanished): reconcile decides which.
-            listing = self._listing()
-            if listing is None:
-                return False
-            self._reconcile_one(waiting, listing, now)
-            return True
+            try:
+                self.transport.rename(waiting.file_name, withdrawn_name(waiting.file_name))
+            except RemoteFileMissing:
+                # Alma took it meanwhile (or it vanished): reconcile decides which.
+                self._reconcile_one(waiting, self._listing(), now)
+                return True
         except DeliveryError as exc:
             self._failed_attempt(newest, now, f"cannot take back batch {waiting.seq}: {exc}")
             return False

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import generate_extract  # noqa: E402
+from sshd import SshServer, sshd_server  # noqa: E402
 
 PG_URL_ENV = "DELTASYNC_TEST_PG_URL"
 REQUIRE_PG_ENV = "DELTASYNC_TEST_REQUIRE_PG"
@@ -55,6 +56,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'state' / 'deltasync.db'}"
     else:
         yield from _postgres_database()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, for tests that only make sense there."""
+    yield from _postgres_database()
 
 
 @pytest.fixture
@@ -117,3 +124,9 @@ def make_extract(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """One throwaway OpenSSH server on loopback for the whole session."""
+    yield from sshd_server(tmp_path_factory)

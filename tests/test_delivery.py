@@ -5,12 +5,11 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sshd import SshServer, sshd_server
+from sshd import SshServer
 
 from deltasync.config import DeliveryConfig, SftpSettings
 from deltasync.delivery import open_transport, temporary_name
@@ -19,9 +18,9 @@ from deltasync.delivery.sftp import SftpTransport
 from deltasync.errors import ConfigError, DeliveryError, RemoteFileMissing
 
 
-@pytest.fixture(scope="module")
-def ssh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    yield from sshd_server(tmp_path_factory)
+@pytest.fixture
+def ssh(ssh_server: SshServer) -> SshServer:
+    return ssh_server
 
 
 @pytest.fixture

@@ -182,6 +182,7 @@ def test_cli_exit_4_status_and_manual_decisions(
     status = json.loads(invoke(config, "status", "--json").stdout)
     assert status["awaiting_confirmation"] == 1
     assert status["batches_by_status"] == {"confirmed": 1}
+    assert [(b["seq"], b["status"]) for b in status["all_batches"]] == [(1, "confirmed")]
 
     replayed = invoke(config, "replay", "--json")
     assert replayed.exit_code == 0, replayed.output

@@ -11,14 +11,9 @@ from pathlib import Path
 
 import paramiko
 import pytest
-from sshd import SshServer, sshd_server
+from sshd import SshServer
 
 ANY_DEAD_SESSION_ERROR = (OSError, EOFError, paramiko.SSHException)
-
-
-@pytest.fixture(scope="session")
-def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    yield from sshd_server(tmp_path_factory)
 
 
 @pytest.fixture

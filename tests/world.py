@@ -34,6 +34,8 @@ class World:
     seed: int = 1
     departure: dict[str, Any] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
+    extracts: Path | None = None
+    """Where generated extracts are kept; worlds with the same seed and rates may share it."""
 
     def __post_init__(self) -> None:
         self.remote = self.root / "alma-inbox"
@@ -73,7 +75,8 @@ class World:
         return START + dt.timedelta(days=day, hours=hours)
 
     def extract(self, day: int) -> Path:
-        path = self.root / "incoming" / f"day{day:03d}.xml"
+        folder = self.extracts or self.root / "incoming"
+        path = folder / f"p{self.patrons}-s{self.seed}-day{day:03d}.xml"
         if not path.exists():
             path.parent.mkdir(exist_ok=True)
             generate_extract.write_extract(

@@ -207,6 +207,12 @@ class SftpTransport:
                 "passphrase in sftp.passphrase_env",
                 transient=False,
             )
+        if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+            return DeliveryError(
+                f"{where} failed: connection refused by {s.host}:{s.port} (is the server up, "
+                "and is the port right?)",
+                transient=True,
+            )
         if isinstance(exc, PermissionError):
             return DeliveryError(f"{where}: permission denied by the server", transient=False)
         if isinstance(exc, OSError) and not isinstance(exc, socket.timeout | ConnectionError):
