@@ -93,10 +93,7 @@ class SftpSettings:
         """The key's passphrase from the environment variable the config names."""
         if self.passphrase_env is None:
             return None
-        value = os.environ.get(self.passphrase_env)
-        if value is None:
-            raise ConfigError(f"sftp.passphrase_env names {self.passphrase_env}, which is not set")
-        return value
+        return secret_from_environment("sftp.passphrase_env", self.passphrase_env)
 
 
 @dataclass(frozen=True)
@@ -120,10 +117,15 @@ class AlmaApiConfig:
 
     def api_key(self) -> str:
         """The API key, from the environment variable the config names."""
-        value = os.environ.get(self.api_key_env)
-        if not value:
-            raise ConfigError(f"alma.api_key_env names {self.api_key_env}, which is not set")
-        return value
+        return secret_from_environment("alma.api_key_env", self.api_key_env)
+
+
+def secret_from_environment(setting: str, variable: str) -> str:
+    """A secret from the environment variable a setting names; secrets never sit in files."""
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(f"{setting} names {variable}, which is not set (or empty)")
+    return value
 
 
 @dataclass(frozen=True)

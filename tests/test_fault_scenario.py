@@ -22,7 +22,7 @@ from world import API_KEY, World
 
 from deltasync import job
 from deltasync import ledger as ledger_module
-from deltasync.delivery import RemoteFile, Transport
+from deltasync.delivery import RemoteFile
 from deltasync.delivery.folder import FolderTransport
 from deltasync.errors import DeliveryError
 from deltasync.job import STEPS
@@ -84,7 +84,7 @@ def play(world: World, seed: int, mode: str) -> dict[str, int]:
 
     def deltasync(day: int, hours: float, checkpoint: Any = None) -> None:
         try:
-            result = _run(world, day, hours, transport, checkpoint)
+            result = world.run(day, hours, transport=transport, checkpoint=checkpoint)
         except Crash:
             count("crashed run")
             return
@@ -143,25 +143,11 @@ def play(world: World, seed: int, mode: str) -> dict[str, int]:
                 transport=transport,
                 jobs=world.jobs,
             )
-        _run(world, last, 6 + round_, transport, None)
+        world.run(last, 6 + round_, transport=transport)
         instance = world.alma_runs(last, hours=7 + round_)
         if mode == "manual":
             _staff_read_the_job_report(world, instance)
     return tally
-
-
-def _run(world: World, day: int, hours: float, transport: Transport, checkpoint: Any) -> Any:
-    world.day = day
-    return job.run(
-        world.store,
-        world.feed,
-        world.extract(day),
-        alma=world.config.alma,
-        now=world.now(day, hours),
-        transport=transport,
-        jobs=world.jobs,
-        checkpoint=checkpoint,
-    )
 
 
 def _crash_at(step: str) -> Any:

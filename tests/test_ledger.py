@@ -212,3 +212,24 @@ def test_a_batch_not_picked_up_in_time_needs_attention(
     assert [r for r in late.attention if "not picked up by Alma since" in r]
     world.alma_runs(0, hours=28)
     assert world.run(0, hours=29).attention == []
+
+
+def test_replay_since_resends_everything_a_batch_carried(
+    world_factory: Callable[..., World],
+) -> None:
+    """After an Alma restore, `replay --since N` sends batch N's patrons again, current values."""
+    from deltasync import job
+
+    world = world_factory()
+    world.run(0)
+    world.alma_runs(0)
+    world.run(1)
+    world.alma_runs(1)
+    assert world.run(1, hours=2).batch is None  # everything confirmed: nothing pending
+    restored = {key: user for key, user in world.alma.users.items()}
+    world.alma.users.clear()  # Alma restored from a backup older than both batches
+    replayed = job.replay(world.store, world.config, world.feed, since=1, now=world.now(1, 3))
+    assert replayed.batch is not None
+    assert replayed.batch.records == len(restored)
+    world.alma_runs(1, hours=8)
+    assert world.mismatches(1) == []

@@ -15,6 +15,7 @@ from deltasync import job
 from deltasync.alma_api import AlmaJobs
 from deltasync.canonical import Recipe, strip_formatting
 from deltasync.config import Config, FeedConfig, parse
+from deltasync.delivery import Transport
 from deltasync.departure import parse_alma_date
 from deltasync.extract import read_records
 from deltasync.store import Store, open_store
@@ -84,7 +85,14 @@ class World:
             )
         return path
 
-    def run(self, day: int, hours: float = 0) -> job.RunResult:
+    def run(
+        self,
+        day: int,
+        hours: float = 0,
+        *,
+        transport: Transport | None = None,
+        checkpoint: job.Checkpoint | None = None,
+    ) -> job.RunResult:
         """deltasync's scheduled run for ``day``."""
         self.day = day
         return job.run(
@@ -94,6 +102,8 @@ class World:
             alma=self.config.alma,
             now=self.now(day, hours),
             jobs=self.jobs,
+            transport=transport,
+            checkpoint=checkpoint,
         )
 
     def alma_runs(self, day: int, hours: float = 6, outcome: str = "success") -> Any:
