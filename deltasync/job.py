@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,12 +229,10 @@ def _replay_locked(
 
 
 def _with_report(result: RunResult, ledger: Ledger) -> RunResult:
-    return RunResult(
-        **{
-            **result.__dict__,
-            "ledger_events": list(ledger.report.events),
-            "attention": list(ledger.report.attention),
-        }
+    return replace(
+        result,
+        ledger_events=list(ledger.report.events),
+        attention=list(ledger.report.attention),
     )
 
 
@@ -384,7 +382,7 @@ class _Run:
             self.step("published")
         sent_now = result.counts.new + result.counts.changed + result.counts.returned
         carried = 0 if batch is None else max(0, batch.records - sent_now - departed_with_record)
-        return RunResult(**{**result.__dict__, "batch": batch, "carried_over": carried})
+        return replace(result, batch=batch, carried_over=carried)
 
     def _ingest(
         self, conn: Connection, feed_row: snap.FeedRow, sha256: str, orphans: list[Path]
