@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -131,5 +132,6 @@ def _parse(
     except etree.XMLSyntaxError as exc:
         line, column = exc.position
         raise ExtractError(f"{source}: line {line}, column {column}: {exc.msg}") from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ExtractError(f"{source}: cannot read extract: {exc}") from exc
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        # A corrupt or truncated .gz or .zip: the compressed data does not decode.
+        raise ExtractError(f"{source}: cannot read extract (corrupt or truncated?): {exc}") from exc
