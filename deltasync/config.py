@@ -139,6 +139,8 @@ class FeedConfig:
     extract: str | None = None
     ignore: tuple[str, ...] = ()
     records_per_part: int = 20_000
+    encoding: str = "utf-8"
+    """What the extract is written in; anything but UTF-8 is transcoded on purpose."""
     departure: DepartureConfig = field(default_factory=DepartureConfig)
     delivery: DeliveryConfig | None = None
 
@@ -241,6 +243,7 @@ def _alma(reader: _Reader, table: dict[str, Any]) -> AlmaApiConfig | None:
 
 
 FEED_KEYS = {
+    "encoding",
     "transport",
     "remote_dir",
     "sftp",
@@ -302,7 +305,11 @@ def _feed(reader: _Reader, name: str, table: object) -> FeedConfig:
     per_part = reader.integer(table, f"{where}.records_per_part", 20_000, minimum=1)
     departure = _departure(reader, where, reader.table(table, "departure", where))
     delivery = _delivery(reader, where, table)
+    encoding = reader.string(table, f"{where}.encoding", "utf-8").lower()
+    if encoding not in ("utf-8", "cp1252"):
+        raise reader.error(f"{where}.encoding", "must be 'utf-8' or 'cp1252'")
     return FeedConfig(
+        encoding=encoding,
         delivery=delivery,
         name=name,
         match_id=match_id,

@@ -14,6 +14,11 @@ class ConfigError(DeltasyncError):
 class ExtractError(DeltasyncError):
     """An SIS extract cannot be read; the message names the file, line and column."""
 
+    def __init__(self, message: str, *, code: str = "file-unreadable") -> None:
+        super().__init__(message)
+        self.code = code
+        """A stable name for the problem (README: Pre-flight checks)."""
+
 
 class StoreError(DeltasyncError):
     """The state store cannot be opened, migrated or written."""

@@ -7,8 +7,10 @@ touches the network, so a hostile file cannot read local files or blow up memory
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
+import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -25,6 +27,11 @@ from .errors import ExtractError
 Progress = Callable[[int], None]
 """Called with the number of bytes of the extract file consumed so far."""
 
+BOM = b"\xef\xbb\xbf"
+MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
+"""Alma's limit for one zip; larger content is refused before it is read."""
+MAX_COMPRESSION_RATIO = 200
+"""Real XML compresses 10-30 times; far beyond that is a zip bomb."""
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -57,10 +64,14 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_records(path: Path, progress: Progress | None = None) -> Iterator[SourceRecord]:
+def read_records(
+    path: Path, progress: Progress | None = None, encoding: str = "utf-8"
+) -> Iterator[SourceRecord]:
     """Yield every ``<user>`` record of the extract at ``path``, under any root element.
 
-    The caller must be done with a record before asking for the next: its element is cleared.
+    Alma reads UTF-8 only, so bytes that are not UTF-8 stop the read at their offset, unless
+    the feed declares ``encoding = "cp1252"`` to transcode on purpose. The caller must be done
+    with a record before asking for the next: its element is cleared.
     """
     with ExitStack() as stack:
         try:
@@ -70,47 +81,128 @@ def read_records(path: Path, progress: Progress | None = None) -> Iterator[Sourc
         except OSError as exc:
             raise ExtractError(f"{path}: cannot read extract: {exc.strerror}") from exc
         if magic.startswith(ZIP_MAGIC) or magic.startswith(EMPTY_ZIP_MAGIC):
-            yield from _read_zip(path, raw, progress)
+            yield from _read_zip(path, raw, progress, encoding)
         elif magic.startswith(GZIP_MAGIC):
             stream = cast(IO[bytes], stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")))
-            yield from _parse(stream, str(path), raw, progress)
+            yield from _parse(stream, str(path), raw, progress, encoding)
         else:
-            yield from _parse(raw, str(path), raw, progress)
+            yield from _parse(raw, str(path), raw, progress, encoding)
 
 
-def _read_zip(path: Path, raw: IO[bytes], progress: Progress | None) -> Iterator[SourceRecord]:
+def _read_zip(
+    path: Path, raw: IO[bytes], progress: Progress | None, encoding: str
+) -> Iterator[SourceRecord]:
     try:
         archive = zipfile.ZipFile(raw)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise ExtractError(f"{path}: not a readable zip file: {exc}") from exc
+        raise ExtractError(f"{path}: not a readable zip file: {exc}", code="zip-corrupt") from exc
     with archive:
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+        for info in infos:
+            _check_member(path, info)
         members = sorted(
             info.filename
-            for info in archive.infolist()
-            if not info.is_dir()
-            and info.filename.lower().endswith(".xml")
-            and not info.filename.startswith("__MACOSX/")
+            for info in infos
+            if info.filename.lower().endswith(".xml") and not info.filename.startswith("__MACOSX/")
         )
         if not members:
-            raise ExtractError(f"{path}: the zip file holds no .xml file")
+            raise ExtractError(f"{path}: the zip file holds no .xml file", code="zip-no-xml")
+        total = sum(i.file_size for i in infos)
+        if total > MAX_UNCOMPRESSED_BYTES:
+            raise ExtractError(
+                f"{path}: the zip file unpacks to {total} bytes, over the "
+                f"{MAX_UNCOMPRESSED_BYTES} Alma accepts",
+                code="zip-too-large",
+            )
         for member in members:
             try:
                 stream = archive.open(member)
             except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
-                raise ExtractError(f"{path}!{member}: cannot open zip member: {exc}") from exc
+                raise ExtractError(
+                    f"{path}!{member}: cannot open zip member: {exc}", code="zip-corrupt"
+                ) from exc
             with stream:
-                yield from _parse(stream, f"{path}!{member}", raw, progress)
+                yield from _parse(stream, f"{path}!{member}", raw, progress, encoding)
+
+
+def _check_member(path: Path, info: zipfile.ZipInfo) -> None:
+    name = info.filename
+    parts = name.replace("\\", "/").split("/")
+    if (
+        name.startswith(("/", "\\"))
+        or ".." in parts
+        or "\\" in name
+        or re.match(r"[A-Za-z]:", name)
+    ):
+        raise ExtractError(
+            f"{path}: zip entry {name!r} has an unsafe name (absolute, '..' or a backslash path)",
+            code="zip-unsafe-name",
+        )
+    if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
+        raise ExtractError(
+            f"{path}: zip entry {name!r} unpacks {info.file_size // info.compress_size} times "
+            f"its size (over {MAX_COMPRESSION_RATIO}): refusing a possible zip bomb",
+            code="zip-too-large",
+        )
+
+
+class _Utf8Guard:
+    """A byte stream that checks, as the parser reads it, that it is UTF-8 without a BOM."""
+
+    def __init__(self, inner: IO[bytes], source: str) -> None:
+        self.inner = inner
+        self.source = source
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.offset = 0
+        self.content = False
+        self.lines = 1
+        self.eof = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        if self.offset == 0 and data.startswith(BOM):
+            raise ExtractError(
+                f"{self.source}: starts with a byte-order mark (EF BB BF); save it as UTF-8 "
+                "without BOM",
+                code="file-bom",
+            )
+        try:
+            self.decoder.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            at = self.offset + exc.start
+            bad = data[exc.start : exc.start + 4]
+            hint = ""
+            if _is_cp1252(bad[:1]):
+                hint = (
+                    '; it looks like Windows-1252 (set encoding = "cp1252" on the feed to '
+                    "transcode it on purpose)"
+                )
+            raise ExtractError(
+                f"{self.source}: not UTF-8 at byte offset {at} (bytes {bad.hex(' ')}){hint}",
+                code="file-not-utf8",
+            ) from exc
+        self.content = self.content or bool(data.strip())
+        self.offset += len(data)
+        self.lines += data.count(b"\n")
+        self.eof = self.eof or not data
+        return data
+
+    def ended_at(self, line: int) -> bool:
+        """Whether a parse error on ``line`` is where the data ran out (a truncated file)."""
+        return self.eof and line >= self.lines - (1 if self.offset and self.lines > 1 else 0)
 
 
 def _parse(
-    stream: IO[bytes], source: str, raw: IO[bytes], progress: Progress | None
+    stream: IO[bytes], source: str, raw: IO[bytes], progress: Progress | None, encoding: str
 ) -> Iterator[SourceRecord]:
-    events = etree.iterparse(
-        stream,
-        events=("end",),
-        tag=USER_TAG,
-        **SAFE_PARSING,
-    )
+    guard: _Utf8Guard | None = None
+    if encoding.lower().replace("-", "") == "utf8":
+        guard = _Utf8Guard(stream, source)
+        events = etree.iterparse(guard, events=("end",), tag=USER_TAG, **SAFE_PARSING)
+    else:
+        events = etree.iterparse(
+            stream, events=("end",), tag=USER_TAG, encoding=encoding, **SAFE_PARSING
+        )
     try:
         for _event, element in events:
             for entity in element.iter(etree.Entity):
@@ -118,7 +210,8 @@ def _parse(
                 raise ExtractError(
                     f"{source}: line {entity.sourceline}: entity reference {entity.text} is "
                     "not allowed; deltasync never expands DTD entities (write the character "
-                    "itself or a numeric reference)"
+                    "itself or a numeric reference)",
+                    code="xml-entity",
                 )
             yield SourceRecord(strip_formatting(element), source, element.sourceline or 0)
             # Free the record and everything before it: memory stays flat.
@@ -130,8 +223,30 @@ def _parse(
             if progress is not None:
                 progress(raw.tell())
     except etree.XMLSyntaxError as exc:
+        if guard is not None and not guard.content:
+            raise ExtractError(f"{source}: the file is empty", code="file-empty") from exc
         line, column = exc.position
-        raise ExtractError(f"{source}: line {line}, column {column}: {exc.msg}") from exc
+        hint = ""
+        if any(s in exc.msg for s in ("amplification", "not defined", "entity reference loop")):
+            code = "xml-entity"
+        elif "Premature end" in exc.msg or (guard is not None and guard.ended_at(line)):
+            code, hint = "xml-truncated", " (the file ends too early: truncated?)"
+        else:
+            code = "xml-malformed"
+            if "EntityRef" in exc.msg:
+                hint = " (an unescaped '&': write it as &amp;)"
+        raise ExtractError(
+            f"{source}: line {line}, column {column}: {exc.msg}{hint}", code=code
+        ) from exc
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         # A corrupt or truncated .gz or .zip: the compressed data does not decode.
-        raise ExtractError(f"{source}: cannot read extract (corrupt or truncated?): {exc}") from exc
+        raise ExtractError(
+            f"{source}: cannot read extract (corrupt or truncated?): {exc}", code="file-corrupt"
+        ) from exc
+
+
+def _is_cp1252(data: bytes) -> bool:
+    try:
+        return data.decode("cp1252").isprintable()
+    except UnicodeDecodeError:
+        return False

@@ -444,7 +444,7 @@ class _Run:
     def _scan(self, diff: Diff, stager: snap.Stager) -> None:
         rule = self.feed.match_id
         recipe = self.recipe
-        for record in read_records(self.path, self.progress):
+        for record in read_records(self.path, self.progress, self.feed.encoding):
             user = record.element
             match_id = rule.value(user)
             if match_id is None:

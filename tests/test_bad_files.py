@@ -1,0 +1,120 @@
+"""File-level problems: each stops the run with exit 1, a message naming the file and the
+position, a stable code, and the store untouched."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import dump_store, invoke, run_json
+
+from deltasync.errors import ExtractError
+from deltasync.extract import read_records
+
+GOOD = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<users>\n'
+    "<user><primary_id>A1</primary_id><last_name>Müller</last_name></user>\n"
+    "<user><primary_id>B2</primary_id><last_name>O'Brien</last_name></user>\n</users>\n"
+)
+
+
+def zipped(entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+CORPUS: dict[str, tuple[str, bytes, str]] = {
+    # name: (file name, content, expected text in the message)
+    "file-not-utf8": (
+        "cp1252.xml",
+        GOOD.replace("ü", "\u00fc").encode("cp1252"),
+        f"not UTF-8 at byte offset {GOOD.index('ü')} (bytes fc",
+    ),
+    "file-bom": ("bom.xml", b"\xef\xbb\xbf" + GOOD.encode(), "byte-order mark"),
+    "file-empty": ("empty.xml", b"", "the file is empty"),
+    "xml-malformed": ("amp.xml", GOOD.replace("O'Brien", "O&Brien").encode(), "line 4, column"),
+    "xml-truncated": ("cut.xml", GOOD.encode()[:150], "ends too early"),
+    "xml-entity": (
+        "xxe.xml",
+        (
+            b'<?xml version="1.0"?>\n<!DOCTYPE users [<!ENTITY x SYSTEM "file:///etc/passwd">]>\n'
+            b"<users><user><primary_id>A</primary_id><note>&x;</note></user></users>\n"
+        ),
+        "entity reference &x; is not allowed",
+    ),
+    "zip-corrupt": ("bad.zip", zipped({"a.xml": GOOD.encode()})[:60], "not a readable zip"),
+    "zip-no-xml": ("noxml.zip", zipped({"readme.txt": b"hello"}), "holds no .xml file"),
+    "zip-unsafe-name": ("evil.zip", zipped({"../../etc/users.xml": GOOD.encode()}), "unsafe name"),
+    "zip-too-large": (
+        "bomb.zip",
+        zipped({"a.xml": GOOD.encode() + b" " * 5_000_000}),
+        "possible zip bomb",
+    ),
+    "file-corrupt": (
+        "bad.xml.gz",
+        gzip.compress(GOOD.encode())[:-12] + b"\x00" * 4 + gzip.compress(GOOD.encode())[-8:],
+        "corrupt or truncated",
+    ),
+}
+
+
+@pytest.mark.parametrize("code", sorted(CORPUS))
+def test_each_bad_file_has_its_code_and_changes_nothing(
+    code: str, db_url: str, tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    config = write_config(db_url)
+    good = tmp_path / "good.xml"
+    good.write_text(GOOD, encoding="utf-8")
+    run_json(config, str(good))
+    before = dump_store(db_url)
+    name, content, message = CORPUS[code]
+    bad = tmp_path / name
+    bad.write_bytes(content)
+
+    with pytest.raises(ExtractError) as caught:
+        list(read_records(bad))
+    assert caught.value.code == code
+
+    result = invoke(config, "run", str(bad))
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith(f"Error: {bad}"), result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert dump_store(db_url) == before
+
+
+def test_entities_are_never_read_or_expanded(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    bomb = tmp_path / "laughs.xml"
+    lines = ['<?xml version="1.0"?>', "<!DOCTYPE users [", '<!ENTITY l0 "hahahahahahahahaha">']
+    lines += [f'<!ENTITY l{i} "{("&l" + str(i - 1) + ";") * 10}">' for i in range(1, 10)]
+    lines += [
+        f'<!ENTITY s SYSTEM "file://{secret}">',
+        "]>",
+        "<users><user><primary_id>A</primary_id><note>&l9;&s;</note></user></users>",
+    ]
+    bomb.write_text("\n".join(lines) + "\n")  # a billion laughs, and a local file
+    with pytest.raises(ExtractError) as caught:
+        list(read_records(bomb))
+    assert caught.value.code == "xml-entity"
+    assert "TOP-SECRET" not in str(caught.value)
+
+
+def test_cp1252_feed_is_transcoded_on_purpose(
+    sqlite_url: str, tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    config = write_config(sqlite_url, feed={"encoding": "cp1252"})
+    legacy = tmp_path / "legacy.xml"
+    legacy.write_bytes(GOOD.replace("UTF-8", "windows-1252").encode("cp1252"))
+    result = run_json(config, str(legacy))
+    assert result["counts"]["new"] == 2
+    history = invoke(config, "history", "A1")
+    assert "Müller" in history.stdout
