@@ -158,8 +158,9 @@ class Ledger:
     def _confirm_from_job(self, conn: Connection, batch: led.BatchState, now: dt.datetime) -> None:
         assert self.jobs is not None
         since = batch.uploaded_at or batch.created_at
-        # The run that picked the file up is the first one after the upload that read the
-        # folder (a run that failed outright picked nothing up).
+        # The run that picked the file up is the first one after the upload that took files:
+        # a run that failed outright, or found no files, did not. deltasync never leaves more
+        # than one of its batches waiting, so no other candidate run can have taken it.
         run = next(
             (
                 r
