@@ -84,6 +84,8 @@ class VersionRow:
     batch_status: str | None
     digest: str
     record: str
+    carried_by: list[tuple[int, str]] = field(default_factory=list)
+    """Every batch that carried this version, (sequence, ledger state), oldest first."""
 
 
 def as_json(value: Any) -> Any:
@@ -205,12 +207,28 @@ def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
             raise NotFound(f"feed {feed.name!r} has no patron with match ID {match_id!r}")
         rows = conn.execute(
             select(
-                v.kind, v.first_seen, v.last_seen, v.digest, v.payload, b.seq, b.file_name, b.status
+                v.id,
+                v.kind,
+                v.first_seen,
+                v.last_seen,
+                v.digest,
+                v.payload,
+                b.seq,
+                b.file_name,
+                b.status,
             )
             .outerjoin(snap.batch_t, b.id == v.batch_id)
             .where(v.patron_id == patron_id)
             .order_by(v.id)
         ).all()
+        carriers: dict[int, list[tuple[int, str]]] = {}
+        for version_id, seq, status in conn.execute(
+            select(ledger.member_t.c.version_id, b.seq, b.status)
+            .join(snap.batch_t, b.id == ledger.member_t.c.batch_id)
+            .where(ledger.member_t.c.patron_id == patron_id)
+            .order_by(b.seq)
+        ):
+            carriers.setdefault(int(version_id), []).append((int(seq), str(status)))
     return [
         VersionRow(
             r.kind,
@@ -221,6 +239,7 @@ def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
             r.status,
             bytes(r.digest).hex(),
             bytes(r.payload).decode("utf-8"),
+            carriers.get(int(r.id), []),
         )
         for r in rows
     ]

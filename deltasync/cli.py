@@ -346,11 +346,8 @@ def history(app: AppContext, match_id: str, as_json: bool) -> None:
         click.echo(json.dumps(audit.as_json(rows), indent=2))
         return
     for number, version in enumerate(rows, start=1):
-        batch = (
-            "not sent"
-            if version.batch_seq is None
-            else (f"batch {version.batch_seq} ({version.batch_status}) {version.batch_file}")
-        )
+        carried = ", ".join(f"batch {seq} ({status})" for seq, status in version.carried_by)
+        batch = f"sent in {carried}" if carried else "not sent"
         click.echo(
             f"version {number}: {version.kind}, seen {_when(version.first_seen)} "
             f"to {_when(version.last_seen)}; {batch}"

@@ -74,6 +74,18 @@ def test_a_batch_alma_has_not_read_is_taken_back_and_folded_in(
     world.alma_runs(1)
     assert world.mismatches(1) == []
     assert world.already_taken() == []
+    # The audit trail shows both batches that carried a day-0 record.
+    from deltasync import audit
+
+    day1 = generate_extract.truth(patrons=world.patrons, day=1)
+    first_patron = next(
+        pid
+        for pid in generate_extract.truth(patrons=world.patrons, day=0)["new"]
+        if pid not in day1["changed"] and pid not in day1["departed"]
+    )
+    world.run(1, hours=2)  # reconcile: batch 2 confirmed
+    versions = audit.history(world.store, world.feed, first_patron)
+    assert versions[0].carried_by == [(1, led.SUPERSEDED), (2, led.CONFIRMED)]
 
 
 def test_a_file_that_vanished_fails_and_its_patrons_go_again(
