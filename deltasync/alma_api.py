@@ -54,6 +54,14 @@ class JobRun:
         return self.status not in {"FAILED", "COMPLETED_NO_BULKS"}
 
 
+@dataclass
+class RunEvents:
+    """The per-user and per-file problems one run reported."""
+
+    rejected_users: dict[str, str] = field(default_factory=dict)
+    file_errors: list[str] = field(default_factory=list)
+
+
 class AlmaJobs:
     """The runs of one Alma job, read through the REST API."""
 
@@ -93,9 +101,9 @@ class AlmaJobs:
         epoch = dt.datetime.min.replace(tzinfo=dt.UTC)
         return sorted(runs, key=lambda r: (r.start_time or epoch, r.id))
 
-    def rejected_users(self, run: JobRun) -> dict[str, str]:
-        """User ID → Alma's reason, for every user the run rejected."""
-        rejected: dict[str, str] = {}
+    def events(self, run: JobRun) -> RunEvents:
+        """What the run reported: the users it rejected, and errors about whole files."""
+        found = RunEvents()
         offset = 0
         while True:
             data = self._get(
@@ -105,11 +113,14 @@ class AlmaJobs:
             page = data.get("event", [])
             for event in page:
                 user = str(event.get("user_id") or "").strip()
+                description = str(event.get("description") or "rejected by Alma")
                 if user:
-                    rejected[user] = str(event.get("description") or "rejected by Alma")
+                    found.rejected_users[user] = description
+                else:
+                    found.file_errors.append(description)
             offset += len(page)
             if not page or offset >= int(data.get("total_record_count", 0)):
-                return rejected
+                return found
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         query = urllib.parse.urlencode(params)

@@ -151,6 +151,7 @@ def _run_locked(
                 ledger = Ledger(store, alma, feed, existing.id, transport, jobs)
                 ledger.reconcile(job.now)
         result = job.execute()
+        job.delta = None  # committed: from here on the file belongs to the ledger
         if not dry_run:
             if ledger is None:
                 ledger = Ledger(store, alma, feed, job.feed_id, transport, jobs)
@@ -214,6 +215,7 @@ def _replay_locked(
             if rows:
                 delta, built = _build_batch(conn, feed, feed_id, rows, moment, Counts(), 0)
                 outbox.publish(delta)
+        delta = None  # committed: from here on the file belongs to the ledger
         ledger.deliver(moment)
     except BaseException:
         if delta is not None:

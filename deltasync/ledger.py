@@ -136,6 +136,21 @@ class Ledger:
                     )
             if batch.status == led.PICKED_UP:
                 self._confirm_picked_up(conn, batch, now)
+                batch = _refreshed(conn, self.feed_id, batch)
+            if (
+                batch.status == led.PICKED_UP
+                and batch.picked_up_at
+                and now - batch.picked_up_at > self._timeout()
+            ):
+                self.report.attention.append(
+                    f"batch {batch.seq} was picked up {batch.picked_up_at:%Y-%m-%d %H:%M}Z "
+                    f"but has no result yet (confirm = {self._confirm_mode()!r}): check the "
+                    "SIS job's report, or confirm/fail it by hand"
+                )
+
+    def _confirm_mode(self) -> str:
+        assert self.delivery is not None
+        return self.delivery.confirm
 
     def _timeout(self) -> dt.timedelta:
         assert self.delivery is not None
@@ -180,11 +195,17 @@ class Ledger:
             self.report.attention.append(f"batch {batch.seq} failed: {detail}")
             return
         if run.status in WITH_ERRORS:
-            rejected = self.jobs.rejected_users(run)
+            found = self.jobs.events(run)
+            if found.file_errors:
+                # A file rejected whole (unreadable, bad XML) loaded nobody: send again.
+                detail += f"; file rejected: {'; '.join(found.file_errors)}"
+                led.transition(conn, batch, led.FAILED, now, detail, job_instance=run.id)
+                self.report.attention.append(f"batch {batch.seq} failed: {detail}")
+                return
             carried = led.members(conn, batch)
             reasons = {
                 carried[self.feed.match_id.key(user)]: reason
-                for user, reason in rejected.items()
+                for user, reason in found.rejected_users.items()
                 if self.feed.match_id.key(user) in carried
             }
             led.reject(conn, batch, reasons)
@@ -207,16 +228,9 @@ class Ledger:
         if not built:
             return
         newest = built[-1]
-        with self.store.begin() as conn:
-            for older in built[:-1]:
-                led.transition(
-                    conn,
-                    older,
-                    led.SUPERSEDED,
-                    now,
-                    f"replaced by batch {newest.seq} before delivery",
-                )
-        for waiting in uploaded:
+        # Older batches may be on the server although the ledger never recorded their upload
+        # (a lost reply, a crash): take every one back, built or uploaded, before a newer one.
+        for waiting in [*built[:-1], *uploaded]:
             if not self._take_back(waiting, newest, now):
                 return
         try:
@@ -235,7 +249,11 @@ class Ledger:
             return
         local = self.feed.outbox / newest.file_name
         if not local.is_file():
-            self._failed_attempt(newest, now, f"{local}: the delta file is missing")
+            # Its patrons are pending again once it has failed: the next run rebuilds them.
+            message = f"{local}: the delta file is missing from the outbox"
+            with self.store.begin() as conn:
+                led.transition(conn, newest, led.FAILED, now, message)
+            self.report.attention.append(f"batch {newest.seq} failed: {message}")
             return
         try:
             remote = self.transport.upload(local, newest.file_name)
@@ -258,8 +276,17 @@ class Ledger:
             try:
                 self.transport.rename(waiting.file_name, withdrawn_name(waiting.file_name))
             except RemoteFileMissing:
-                # Alma took it meanwhile (or it vanished): reconcile decides which.
+                # Never uploaded, taken by Alma meanwhile, or vanished: reconcile decides.
                 self._reconcile_one(waiting, self._listing(), now)
+                with self.store.begin() as conn:
+                    if _refreshed(conn, self.feed_id, waiting).status == led.BUILT:
+                        led.transition(
+                            conn,
+                            waiting,
+                            led.SUPERSEDED,
+                            now,
+                            f"replaced by batch {newest.seq} before delivery",
+                        )
                 return True
         except DeliveryError as exc:
             self._failed_attempt(newest, now, f"cannot take back batch {waiting.seq}: {exc}")
@@ -311,6 +338,13 @@ def confirm(store: Store, feed: FeedConfig, seq: int, now: dt.datetime) -> None:
 def fail(store: Store, feed: FeedConfig, seq: int, reason: str, now: dt.datetime) -> None:
     """Staff say Alma did not load batch ``seq``: its patrons go out again."""
     _feed_id, batch = _open_batch(store, feed, seq)
+    if batch.status == led.UPLOADED:
+        # Its file still waits on the server; failing it now would let the next batch sit
+        # beside it. The next run takes it back by itself.
+        raise NotFound(
+            f"batch {seq} is still waiting unread on the server; the next run takes it back "
+            "and sends its patrons again, so there is nothing to fail"
+        )
     if batch.status not in led.OPEN:
         raise NotFound(f"batch {seq} is {batch.status}; only an open batch can fail")
     with store.begin() as conn:

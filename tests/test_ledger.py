@@ -199,6 +199,11 @@ def test_cli_exit_4_status_and_manual_decisions(
     replayed = invoke(config, "replay", "--json")
     assert replayed.exit_code == 0, replayed.output
     assert json.loads(replayed.stdout)["batch"]["records"] == 1  # the rejected one, on request
+    waiting = invoke(config, "fail", "2", "--reason", "job aborted")
+    assert waiting.exit_code == 1  # still unread on the server: the next run takes it back
+    assert "still waiting unread on the server" in waiting.output
+    world.alma_runs(0, hours=9)
+    assert invoke(config, "run", str(world.extract(0))).exit_code == 0  # sees the pickup
     assert invoke(config, "fail", "2", "--reason", "job aborted").exit_code == 0
     status = json.loads(invoke(config, "status", "--json").stdout)
     assert [b["seq"] for b in status["failed_batches"]] == [2]
@@ -244,4 +249,50 @@ def test_replay_since_resends_everything_a_batch_carried(
     assert replayed.batch is not None
     assert replayed.batch.records == len(restored)
     world.alma_runs(1, hours=8)
+    assert world.mismatches(1) == []
+
+
+def test_a_picked_up_batch_without_a_result_needs_attention(
+    world_factory: Callable[..., World],
+) -> None:
+    world = world_factory(confirm="manual")
+    world.run(0)
+    world.alma_runs(0)
+    assert world.run(0, hours=7).attention == []  # picked up; staff have a day to confirm
+    late = world.run(0, hours=40)
+    assert [r for r in late.attention if "picked up" in r and "no result yet" in r]
+
+
+def test_a_rejection_recorded_after_confirmation_is_not_counted_as_held(
+    world_factory: Callable[..., World], tmp_path: Path
+) -> None:
+    """Pickup mode confirms on the rename; staff later learn Alma rejected a patron."""
+    from deltasync import job, ledger
+
+    world = world_factory()
+    world.run(0)
+    world.alma_runs(0)
+    world.run(0, hours=7)
+    assert statuses(world)[1] == led.CONFIRMED
+    rejected = generate_extract.truth(patrons=world.patrons, day=0)["new"][5]
+    ids = tmp_path / "rejected.txt"
+    ids.write_text(rejected + "\n")
+    assert ledger.reject(world.store, world.feed, 1, ids, world.now(0, 8)) == (1, [])
+    assert world.run(0, hours=9).batch is None  # rejected: not re-sent unchanged
+    replayed = job.replay(world.store, world.config, world.feed, now=world.now(0, 10))
+    assert replayed.batch is not None
+    assert set(read_delta(replayed.batch.file)) == {rejected}
+
+
+def test_a_file_alma_rejects_whole_fails_its_batch(world_factory: Callable[..., World]) -> None:
+    """'Completed with errors' with a file-level error loaded nobody from that file."""
+    world = world_factory(confirm="alma-api")
+    world.run(0)
+    world.alma.max_parts_per_zip = 0  # this run refuses every zip as a whole
+    world.alma_runs(0)
+    second = world.run(1)
+    assert statuses(world)[1] == led.FAILED
+    assert any("file rejected" in reason for reason in second.attention)
+    world.alma.max_parts_per_zip = 50
+    world.alma_runs(1)
     assert world.mismatches(1) == []

@@ -31,9 +31,12 @@ class FolderTransport:
             ) from exc
         files = []
         for entry in entries:
-            if entry.is_file(follow_symlinks=False):
-                stat = entry.stat(follow_symlinks=False)
-                files.append(RemoteFile(entry.name, stat.st_size, stat.st_mtime))
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    stat = entry.stat(follow_symlinks=False)
+                    files.append(RemoteFile(entry.name, stat.st_size, stat.st_mtime))
+            except FileNotFoundError:
+                continue  # renamed while listing (Alma marking it .handled)
         return sorted(files, key=lambda f: f.name)
 
     def upload(self, local: Path, name: str) -> RemoteFile:

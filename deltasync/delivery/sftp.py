@@ -152,23 +152,27 @@ class SftpTransport:
                 f"{s.known_hosts}: cannot read known_hosts: {exc.strerror}", transient=False
             ) from exc
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
-        client.connect(
-            s.host,
-            port=s.port,
-            username=s.username,
-            key_filename=str(s.key_file),
-            passphrase=s.passphrase(),
-            timeout=s.connect_timeout,
-            banner_timeout=s.connect_timeout,
-            auth_timeout=s.connect_timeout,
-            channel_timeout=s.connect_timeout,
-            allow_agent=False,
-            look_for_keys=False,
-        )
-        sftp = client.open_sftp()
-        channel = sftp.get_channel()
-        if channel is not None:
-            channel.settimeout(s.operation_timeout)
+        try:
+            client.connect(
+                s.host,
+                port=s.port,
+                username=s.username,
+                key_filename=str(s.key_file),
+                passphrase=s.passphrase(),
+                timeout=s.connect_timeout,
+                banner_timeout=s.connect_timeout,
+                auth_timeout=s.connect_timeout,
+                channel_timeout=s.connect_timeout,
+                allow_agent=False,
+                look_for_keys=False,
+            )
+            sftp = client.open_sftp()
+            channel = sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(s.operation_timeout)
+        except BaseException:
+            client.close()  # no half-open client or transport thread per failed attempt
+            raise
         self._client, self._sftp = client, sftp
         return sftp
 

@@ -172,6 +172,12 @@ def reject(conn: Connection, batch: BatchState, reasons: dict[int, str]) -> None
                 rejected_reason=reason,
             )
         )
+        # Recorded after the batch was confirmed (staff, pickup mode): Alma does not hold it.
+        conn.execute(
+            update(patron_t)
+            .where(patron_t.c.id == patron_id, patron_t.c.confirmed_seq == batch.seq)
+            .values(confirmed_digest=None, confirmed_seq=None)
+        )
 
 
 def members(conn: Connection, batch: BatchState) -> dict[str, int]:
