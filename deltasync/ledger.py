@@ -238,6 +238,19 @@ class Ledger:
         except DeliveryError as exc:
             self._failed_attempt(newest, now, str(exc))
             return
+        with self.store.begin() as conn:
+            ours = {b.file_name for b in led.batches(conn, self.feed_id)} - {newest.file_name}
+        for stale in sorted(ours & set(listing)):
+            # A batch staff failed while its file was still unread, or any other leftover:
+            # never leave it beside the new one.
+            try:
+                self.transport.rename(stale, withdrawn_name(stale))
+            except RemoteFileMissing:
+                continue
+            except DeliveryError as exc:
+                self._failed_attempt(newest, now, f"cannot take back {stale}: {exc}")
+                return
+            listing.pop(stale, None)
         zips = [n for n in listing if n.endswith(".zip")]
         if len(zips) >= MAX_WAITING_ZIPS:
             self._failed_attempt(
@@ -338,13 +351,6 @@ def confirm(store: Store, feed: FeedConfig, seq: int, now: dt.datetime) -> None:
 def fail(store: Store, feed: FeedConfig, seq: int, reason: str, now: dt.datetime) -> None:
     """Staff say Alma did not load batch ``seq``: its patrons go out again."""
     _feed_id, batch = _open_batch(store, feed, seq)
-    if batch.status == led.UPLOADED:
-        # Its file still waits on the server; failing it now would let the next batch sit
-        # beside it. The next run takes it back by itself.
-        raise NotFound(
-            f"batch {seq} is still waiting unread on the server; the next run takes it back "
-            "and sends its patrons again, so there is nothing to fail"
-        )
     if batch.status not in led.OPEN:
         raise NotFound(f"batch {seq} is {batch.status}; only an open batch can fail")
     with store.begin() as conn:

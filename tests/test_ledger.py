@@ -199,11 +199,6 @@ def test_cli_exit_4_status_and_manual_decisions(
     replayed = invoke(config, "replay", "--json")
     assert replayed.exit_code == 0, replayed.output
     assert json.loads(replayed.stdout)["batch"]["records"] == 1  # the rejected one, on request
-    waiting = invoke(config, "fail", "2", "--reason", "job aborted")
-    assert waiting.exit_code == 1  # still unread on the server: the next run takes it back
-    assert "still waiting unread on the server" in waiting.output
-    world.alma_runs(0, hours=9)
-    assert invoke(config, "run", str(world.extract(0))).exit_code == 0  # sees the pickup
     assert invoke(config, "fail", "2", "--reason", "job aborted").exit_code == 0
     status = json.loads(invoke(config, "status", "--json").stdout)
     assert [b["seq"] for b in status["failed_batches"]] == [2]
@@ -296,3 +291,23 @@ def test_a_file_alma_rejects_whole_fails_its_batch(world_factory: Callable[..., 
     world.alma.max_parts_per_zip = 50
     world.alma_runs(1)
     assert world.mismatches(1) == []
+
+
+def test_a_changed_ignore_list_does_not_resend_confirmed_patrons(
+    world_factory: Callable[..., World],
+) -> None:
+    from dataclasses import replace
+
+    world = world_factory()
+    world.run(0)
+    world.alma_runs(0)
+    world.run(0, hours=7)  # batch 1 confirmed
+    world.feed = replace(world.feed, ignore=("status_date", "user_statistics", "user_notes"))
+    result = world.run(1)
+    assert result.rehashed > 0
+    truth = generate_extract.truth(patrons=world.patrons, day=1)
+    assert result.batch is not None
+    assert result.carried_over == 0
+    assert result.batch.records <= len(truth["new"]) + len(truth["changed"]) + len(
+        truth["departed"]
+    )

@@ -100,33 +100,83 @@ def find_extract(conn: Connection, feed_id: int, sha256: str) -> Any | None:
 
 
 def rehash(conn: Connection, feed: FeedRow, recipe: Recipe) -> int:
-    """Recompute every snapshot digest when the recipe changed; returns how many."""
+    """Re-hash the snapshot when the recipe changed; returns how many patrons.
+
+    Every digest that names a record moves to the new recipe together: the versions, the
+    patron's desired, confirmed and rejected digests, and what each batch carried. Otherwise
+    a changed ``ignore`` list would make every confirmed patron look unconfirmed.
+    """
     if feed.hash_recipe == recipe.fingerprint:
         return 0
+    from .ledger import member_t  # the ledger module imports this one
+
     done = 0
     last_id = 0
     while True:
-        rows = conn.execute(
-            select(patron_t.c.id, version_t.c.payload)
-            .join(version_t, version_t.c.id == patron_t.c.current_version_id)
+        patrons = conn.execute(
+            select(
+                patron_t.c.id,
+                patron_t.c.current_version_id,
+                patron_t.c.confirmed_digest,
+                patron_t.c.rejected_digest,
+            )
             .where(patron_t.c.feed_id == feed.id, patron_t.c.id > last_id)
             .order_by(patron_t.c.id)
             .limit(CHUNK)
         ).all()
-        if not rows:
+        if not patrons:
             break
+        versions = conn.execute(
+            select(
+                version_t.c.id, version_t.c.patron_id, version_t.c.digest, version_t.c.payload
+            ).where(version_t.c.patron_id.in_([p.id for p in patrons]))
+        ).all()
+        new_digest = {v.id: recipe.digest_payload(bytes(v.payload)) for v in versions}
+        renamed = {(v.patron_id, bytes(v.digest)): new_digest[v.id] for v in versions}
+        if versions:
+            conn.execute(
+                update(version_t)
+                .where(version_t.c.id == bindparam("vid"))
+                .values(digest=bindparam("new")),
+                [{"vid": vid, "new": digest} for vid, digest in new_digest.items()],
+            )
+            conn.execute(
+                update(member_t)
+                .where(member_t.c.version_id == bindparam("vid"))
+                .values(digest=bindparam("new")),
+                [{"vid": vid, "new": digest} for vid, digest in new_digest.items()],
+            )
+
         conn.execute(
             update(patron_t)
             .where(patron_t.c.id == bindparam("pid"))
-            .values(digest=bindparam("new_digest")),
-            [{"pid": r.id, "new_digest": recipe.digest_payload(r.payload)} for r in rows],
+            .values(
+                digest=bindparam("new_digest"),
+                confirmed_digest=bindparam("new_confirmed"),
+                rejected_digest=bindparam("new_rejected"),
+            ),
+            [
+                {
+                    "pid": p.id,
+                    "new_digest": new_digest[p.current_version_id],
+                    "new_confirmed": _moved(renamed, p.id, p.confirmed_digest),
+                    "new_rejected": _moved(renamed, p.id, p.rejected_digest),
+                }
+                for p in patrons
+                if p.current_version_id in new_digest
+            ],
         )
-        done += len(rows)
-        last_id = rows[-1].id
+        done += len(patrons)
+        last_id = patrons[-1].id
     conn.execute(
         update(feed_t).where(feed_t.c.id == feed.id).values(hash_recipe=recipe.fingerprint)
     )
     return done
+
+
+def _moved(renamed: dict[tuple[int, bytes], bytes], patron_id: int, old: Any) -> bytes | None:
+    """A stored digest under the new recipe (unknown ones are kept)."""
+    return None if old is None else renamed.get((patron_id, bytes(old)), bytes(old))
 
 
 def load_index(conn: Connection, feed_id: int) -> dict[str, SnapshotEntry]:
