@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection
 
 from . import outbox
 from .alma_api import AlmaJobs
@@ -25,7 +25,7 @@ from .config import AlmaApiConfig, Config, FeedConfig, Limit
 from .delivery import Transport
 from .departure import expiration_record, needs_expiration, record_expiry
 from .diff import SENT_KINDS, Counts, Diff, HeldBack, Kind
-from .errors import GuardRefused
+from .errors import GuardRefused, NotFound
 from .extract import Progress, read_records, sha256_of
 from .ledger import Ledger
 from .store import Store
@@ -186,8 +186,6 @@ def replay(
     with store.begin() as conn:
         row = snap.find_feed(conn, feed.name)
     if row is None:
-        from .errors import NotFound
-
         raise NotFound(f"feed {feed.name!r} has never run: nothing to replay")
     with feed_lock(store, feed.name):
         return _replay_locked(store, config, feed, row.id, since, moment, transport, jobs)
@@ -204,7 +202,7 @@ def _replay_locked(
     jobs: AlmaJobs | None,
 ) -> RunResult:
     ledger = Ledger(store, config.alma, feed, feed_id, transport, jobs)
-    built: tuple[BatchInfo, int] | None = None
+    info: BatchInfo | None = None
     delta: outbox.DeltaFile | None = None
     try:
         ledger.reconcile(moment)
@@ -213,7 +211,9 @@ def _replay_locked(
             led.forget_rejections(conn, feed_id)
             rows = led.pending(conn, feed_id, since_seq=since)
             if rows:
-                delta, built = _build_batch(conn, feed, feed_id, rows, moment, Counts(), 0)
+                delta, info, _batch_id = _build_batch(
+                    conn, feed, feed_id, rows, moment, Counts(), 0
+                )
                 outbox.publish(delta)
         delta = None  # committed: from here on the file belongs to the ledger
         ledger.deliver(moment)
@@ -223,7 +223,6 @@ def _replay_locked(
         raise
     finally:
         ledger.close()
-    info = None if built is None else built[0]
     result = RunResult(
         feed.name, Path(), "", 0, Counts(), info, carried_over=0 if info is None else info.records
     )
@@ -246,8 +245,8 @@ def _build_batch(
     now: dt.datetime,
     counts: Counts,
     departed_with_record: int,
-) -> tuple[outbox.DeltaFile, tuple[BatchInfo, int]]:
-    """Write the delta file of ``rows`` (not yet published) and record its batch."""
+) -> tuple[outbox.DeltaFile, BatchInfo, int]:
+    """Write the delta file of ``rows`` (not yet published) and record its batch (and id)."""
     seq = snap.next_batch_seq(conn, feed_id)
     name = outbox.file_name(feed.name, seq, now)
     delta = outbox.write(
@@ -293,7 +292,7 @@ def _build_batch(
         outbox.discard(delta)
         raise
     info = BatchInfo(seq, delta.path, delta.records, delta.parts, delta.sha256)
-    return delta, (info, batch_id)
+    return delta, info, batch_id
 
 
 class _Run:
@@ -364,7 +363,7 @@ class _Run:
             waiting = led.waiting(conn, feed_row.id)
             batch: BatchInfo | None = None
             if any((r.patron_id, r.digest) not in waiting for r in rows):
-                self.delta, (batch, batch_id) = _build_batch(
+                self.delta, batch, batch_id = _build_batch(
                     conn,
                     self.feed,
                     feed_row.id,
@@ -375,11 +374,7 @@ class _Run:
                 )
                 self.step("batch-written")
                 if extract_id is not None:
-                    conn.execute(
-                        update(snap.extract_t)
-                        .where(snap.extract_t.c.id == extract_id)
-                        .values(batch_id=batch_id)
-                    )
+                    snap.link_extract(conn, extract_id, batch_id)
                 outbox.publish(self.delta)
             self.step("published")
         sent_now = result.counts.new + result.counts.changed + result.counts.returned
@@ -431,13 +426,11 @@ class _Run:
             records=diff.records,
             counts=counts,
             now=self.now,
-            batch_id=None,
         )
         snap.apply(
             conn,
             feed_id=feed_row.id,
             extract_id=extract_id,
-            batch_id=None,
             now=self.now,
             departed_without_record=without_record,
         )

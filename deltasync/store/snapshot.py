@@ -295,9 +295,8 @@ def record_extract(
     records: int,
     counts: Counts,
     now: dt.datetime,
-    batch_id: int | None,
 ) -> int:
-    """Insert the ingested extract's row; returns its id."""
+    """Insert the ingested extract's row; returns its id (its batch is linked later)."""
     key = conn.execute(
         insert(extract_t).values(
             feed_id=feed_id,
@@ -305,7 +304,6 @@ def record_extract(
             sha256=sha256,
             records=records,
             ingested_at=now,
-            batch_id=batch_id,
             **counts.as_dict(),
         )
     ).inserted_primary_key
@@ -313,16 +311,24 @@ def record_extract(
     return int(key[0])
 
 
+def link_extract(conn: Connection, extract_id: int, batch_id: int) -> None:
+    """Record the batch that carried an extract's changes."""
+    conn.execute(update(extract_t).where(extract_t.c.id == extract_id).values(batch_id=batch_id))
+
+
 def apply(
     conn: Connection,
     *,
     feed_id: int,
     extract_id: int,
-    batch_id: int | None,
     now: dt.datetime,
     departed_without_record: list[int],
 ) -> None:
-    """Make the staged records the new snapshot and the next version of each patron."""
+    """Make the staged records the new snapshot and the next version of each patron.
+
+    Versions are linked to the batch that first carries them when a batch is built
+    (``ledger.add_members``), not here: a version may wait for a later batch.
+    """
     staged = staged_t.c
     conn.execute(
         insert(patron_t).from_select(
@@ -356,7 +362,6 @@ def apply(
                 "first_seen",
                 "last_seen",
                 "extract_id",
-                "batch_id",
             ],
             select(
                 staged.patron_id,
@@ -366,7 +371,6 @@ def apply(
                 literal(now, version_t.c.first_seen.type),
                 literal(now, version_t.c.last_seen.type),
                 literal(extract_id, version_t.c.extract_id.type),
-                literal(batch_id, version_t.c.batch_id.type),
             )
             .where(staged.feed_id == feed_id)
             .order_by(staged.id),
