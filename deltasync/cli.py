@@ -20,13 +20,18 @@ from typing import Any, TypeVar
 import click
 
 from . import audit, job, ledger
+from .checks import CheckSettings, Policy, check_file
+from .checks.findings import summary_lines
 from .config import Config, FeedConfig, load, locate
 from .errors import DeltasyncError, GuardRefused
+from .matchid import MatchIdRule
 from .store import Store, open_store
 
 EXIT_GUARD = 3
 EXIT_ATTENTION = 4
 PROGRESS_MIN_BYTES = 5 * 1024 * 1024
+RUN_DETAILS = 50
+"""Findings listed one by one in ``run``'s text output; ``--json`` and ``check`` list more."""
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -154,6 +159,45 @@ def diff(app: AppContext, extract: Path | None, force: bool, as_json: bool) -> N
     _run(app, extract, dry_run=True, force=force, as_json=as_json)
 
 
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@pass_app
+@reports_errors
+def check(app: AppContext, file: Path, as_json: bool) -> None:
+    """Check FILE, an extract or a delta zip, for what Alma would reject; change nothing.
+
+    Prints counts per code, then each finding with its match ID and line. Uses the feed's
+    checks when a configuration is found, else the defaults (CARLI I-Share). Exit 0 when no
+    record would be held back, 4 when some would, 1 when the file itself is unreadable.
+
+    \b
+    Example:
+      deltasync check incoming/patrons-2027-01-04.xml --json
+    """
+    timezone: dt.tzinfo = dt.UTC
+    settings, rule, encoding = CheckSettings(), MatchIdRule(), "utf-8"
+    if app.config_path is not None or locate(None).exists():
+        feed = app.feed
+        settings, rule, encoding, timezone = (
+            feed.checks,
+            feed.match_id,
+            feed.encoding,
+            feed.timezone,
+        )
+    today = dt.datetime.now(timezone).date()
+    found = check_file(file, settings, rule=rule, today=today, encoding=encoding)
+    if as_json:
+        data = {"file": str(found.path), "records": found.records, **found.report.as_json()}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"{found.path}: {found.records} records")
+        for line in summary_lines(found.report):
+            click.echo(line)
+    if found.report.count(Policy.ERROR):
+        raise SystemExit(EXIT_ATTENTION)
+
+
 def _run(
     app: AppContext, extract: Path | None, *, dry_run: bool, force: bool, as_json: bool
 ) -> None:
@@ -252,6 +296,9 @@ def _print_diff(result: job.RunResult) -> None:
         click.echo(f"  held back {held.match_id or '(no match ID)'}: {held.reason} ({where})")
     for orphan in result.orphans:
         click.echo(f"  set aside {orphan}: a crashed run left it and the store never recorded it")
+    if result.findings.total:
+        for line in summary_lines(result.findings, details=RUN_DETAILS):
+            click.echo(f"  {line}")
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

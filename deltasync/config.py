@@ -21,6 +21,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from .checks import settings as check_settings
+from .checks.settings import CheckSettings
 from .errors import ConfigError
 from .matchid import MatchIdRule
 
@@ -143,6 +145,7 @@ class FeedConfig:
     """What the extract is written in; anything but UTF-8 is transcoded on purpose."""
     departure: DepartureConfig = field(default_factory=DepartureConfig)
     delivery: DeliveryConfig | None = None
+    checks: CheckSettings = field(default_factory=CheckSettings)
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
     """Build a :class:`Config` from already-decoded TOML ``data`` read from ``path``."""
     reader = _Reader(path)
-    reader.keys(data, "", {"state", "feeds", "alma"})
+    reader.keys(data, "", {"state", "feeds", "alma", "checks"})
     state = reader.table(data, "state")
     reader.keys(state, "state", {"url"})
     raw_url = environ.get(ENV_STATE_URL) or reader.string(state, "state.url", DEFAULT_STATE_URL)
@@ -211,7 +214,8 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Co
     feeds_table = reader.table(data, "feeds")
     if not feeds_table:
         raise ConfigError(f"{path}: [feeds]: at least one feed must be configured")
-    feeds = {name: _feed(reader, name, table) for name, table in feeds_table.items()}
+    shared_checks = reader.table(data, "checks")
+    feeds = {name: _feed(reader, name, table, shared_checks) for name, table in feeds_table.items()}
     alma = _alma(reader, reader.table(data, "alma"))
     for feed in feeds.values():
         if feed.delivery is not None and feed.delivery.confirm == "alma-api" and alma is None:
@@ -257,6 +261,7 @@ FEED_KEYS = {
     "ignore",
     "records_per_part",
     "departure",
+    "checks",
 }
 DEPARTURE_KEYS = {
     "expiry",
@@ -268,7 +273,7 @@ DEPARTURE_KEYS = {
 }
 
 
-def _feed(reader: _Reader, name: str, table: object) -> FeedConfig:
+def _feed(reader: _Reader, name: str, table: object, shared_checks: dict[str, Any]) -> FeedConfig:
     where = f"feeds.{name}"
     if not isinstance(table, dict):
         raise reader.error(where, "must be a table")
@@ -308,7 +313,13 @@ def _feed(reader: _Reader, name: str, table: object) -> FeedConfig:
     encoding = reader.string(table, f"{where}.encoding", "utf-8").lower()
     if encoding not in ("utf-8", "cp1252"):
         raise reader.error(f"{where}.encoding", "must be 'utf-8' or 'cp1252'")
+    checks = check_settings.parse(
+        check_settings.merged(shared_checks, reader.table(table, "checks", where)),
+        f"{where}.checks" if "checks" in table else "checks",
+        reader.error,
+    )
     return FeedConfig(
+        checks=checks,
         encoding=encoding,
         delivery=delivery,
         name=name,

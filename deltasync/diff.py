@@ -61,7 +61,8 @@ class Diff:
     """Classifies each record of an extract, streaming, against a snapshot index.
 
     A match ID seen twice is held back: the first copy's classification is withdrawn, so
-    neither copy is sent and the patron is not counted as departed either.
+    neither copy is sent and the patron is not counted as departed either. A record that fails
+    its checks is held back the same way through :meth:`hold`.
     """
 
     snapshot: Mapping[str, SnapshotEntry]
@@ -69,6 +70,7 @@ class Diff:
     _where: dict[str, str] = field(default_factory=dict)
     _held: dict[str, HeldBack] = field(default_factory=dict)
     _unidentified: list[HeldBack] = field(default_factory=list)
+    _failed: dict[str, HeldBack] = field(default_factory=dict)
 
     def observe(self, key: str, match_id: str, digest: bytes, where: str) -> Kind:
         """Classify one record; HELD_BACK if its match ID already occurred in this extract."""
@@ -76,8 +78,9 @@ class Diff:
         if held is not None:
             self._held[key] = HeldBack(held.match_id, held.reason, (*held.where, where))
             return Kind.HELD_BACK
-        if key in self._seen:
-            del self._seen[key]
+        if key in self._seen or key in self._failed:
+            self._seen.pop(key, None)
+            self._failed.pop(key, None)
             first = self._where.pop(key)
             self._held[key] = HeldBack(
                 match_id, "match ID occurs more than once in the extract", (first, where)
@@ -96,6 +99,21 @@ class Diff:
         self._where[key] = where
         return kind
 
+    def hold(self, key: str, match_id: str, reason: str) -> None:
+        """Hold back a classified record after all (it failed its checks): it is not sent,
+        not counted as its kind, and not departed either."""
+        kind = self._seen.pop(key)
+        assert kind in SENT_KINDS, kind
+        self._failed[key] = HeldBack(match_id, reason, (self._where[key],))
+
+    def kind_of(self, key: str) -> Kind | None:
+        """How the record of ``key`` was classified, if it is still classified."""
+        return self._seen.get(key)
+
+    def where_of(self, key: str) -> str:
+        """Where the record of a classified key stands in the extract."""
+        return self._where[key]
+
     def observe_unidentified(self, where: str, reason: str) -> None:
         """Note a record that cannot be tracked because it has no match ID."""
         self._unidentified.append(HeldBack(None, reason, (where,)))
@@ -103,22 +121,29 @@ class Diff:
     @property
     def records(self) -> int:
         """How many distinct match IDs the extract held, held-back ones included."""
-        return len(self._seen) + len(self._held)
+        return len(self._seen) + len(self._held) + len(self._failed)
 
     @property
     def held_back(self) -> list[HeldBack]:
         """Every held-back match ID and unidentified record, in the order found."""
-        return [*self._held.values(), *self._unidentified]
+        return [*self._held.values(), *self._failed.values(), *self._unidentified]
+
+    @property
+    def duplicates(self) -> list[HeldBack]:
+        """The match IDs held back because they occurred more than once."""
+        return list(self._held.values())
 
     @property
     def held_back_keys(self) -> set[str]:
-        """The match keys held back because they occurred more than once."""
-        return set(self._held)
+        """The match keys held back: twice in the extract, or failing their checks."""
+        return set(self._held) | set(self._failed)
 
     def departed(self) -> Iterator[tuple[str, SnapshotEntry]]:
         """Patrons present in the snapshot that the extract no longer holds."""
         for key, entry in self.snapshot.items():
-            if entry.present and key not in self._seen and key not in self._held:
+            if entry.present and not (
+                key in self._seen or key in self._held or key in self._failed
+            ):
                 yield key, entry
 
     def counts(self, departed: int) -> Counts:

@@ -80,13 +80,23 @@ def read_records(
             raw.seek(0)
         except OSError as exc:
             raise ExtractError(f"{path}: cannot read extract: {exc.strerror}") from exc
+        records: Iterator[SourceRecord]
         if magic.startswith(ZIP_MAGIC) or magic.startswith(EMPTY_ZIP_MAGIC):
-            yield from _read_zip(path, raw, progress, encoding)
+            records = _read_zip(path, raw, progress, encoding)
         elif magic.startswith(GZIP_MAGIC):
             stream = cast(IO[bytes], stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")))
-            yield from _parse(stream, str(path), raw, progress, encoding)
+            records = _parse(stream, str(path), raw, progress, encoding)
         else:
-            yield from _parse(raw, str(path), raw, progress, encoding)
+            records = _parse(raw, str(path), raw, progress, encoding)
+        count = 0
+        for count, record in enumerate(records, start=1):  # noqa: B007
+            yield record
+        if count == 0:
+            # Never "every patron departed": an extract without records is a broken export.
+            raise ExtractError(
+                f"{path}: the file holds no <user> records (a broken or empty export?)",
+                code="file-no-users",
+            )
 
 
 def _read_zip(
@@ -172,7 +182,9 @@ class _Utf8Guard:
             at = self.offset + exc.start
             bad = data[exc.start : exc.start + 4]
             hint = ""
-            if _is_cp1252(bad[:1]):
+            if bad[:1] == b"\xed" and len(bad) > 1 and 0xA0 <= bad[1] <= 0xBF:
+                hint = "; it is an encoded UTF-16 surrogate (CESU-8 or Java's modified UTF-8)"
+            elif _is_cp1252(bad[:1]):
                 hint = (
                     '; it looks like Windows-1252 (set encoding = "cp1252" on the feed to '
                     "transcode it on purpose)"
@@ -229,20 +241,43 @@ def _parse(
         hint = ""
         if any(s in exc.msg for s in ("amplification", "not defined", "entity reference loop")):
             code = "xml-entity"
+        elif any(s in exc.msg for s in _FORBIDDEN_CHAR_MESSAGES):
+            code = "xml-char"
+            hint = _char_hint(exc.msg)
         elif "Premature end" in exc.msg or (guard is not None and guard.ended_at(line)):
             code, hint = "xml-truncated", " (the file ends too early: truncated?)"
         else:
             code = "xml-malformed"
             if "EntityRef" in exc.msg:
                 hint = " (an unescaped '&': write it as &amp;)"
+        # libxml2 repeats the position at the end of its message; say it once.
+        message = re.sub(r",? line \d+, column \d+\s*$", "", exc.msg.strip())
         raise ExtractError(
-            f"{source}: line {line}, column {column}: {exc.msg}{hint}", code=code
+            f"{source}: line {line}, column {column}: {message}{hint}", code=code
         ) from exc
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         # A corrupt or truncated .gz or .zip: the compressed data does not decode.
         raise ExtractError(
             f"{source}: cannot read extract (corrupt or truncated?): {exc}", code="file-corrupt"
         ) from exc
+
+
+_FORBIDDEN_CHAR_MESSAGES = (
+    "invalid Char value",
+    "invalid xmlChar value",
+    "invalid character in attribute value",
+    "out of allowed range",
+)
+
+
+def _char_hint(message: str) -> str:
+    found = re.search(r"value (\d+)", message)
+    if found is None:
+        return " (a character XML 1.0 forbids, such as a control character)"
+    value = int(found.group(1))
+    if 0xD800 <= value <= 0xDFFF:
+        return f" (U+{value:04X} is half of a UTF-16 surrogate pair: an unpaired surrogate)"
+    return f" (U+{value:04X} is a character XML 1.0 forbids; remove it in the SIS export)"
 
 
 def _is_cp1252(data: bytes) -> bool:

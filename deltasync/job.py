@@ -21,12 +21,13 @@ from sqlalchemy import Connection
 from . import outbox
 from .alma_api import AlmaJobs
 from .canonical import Recipe
+from .checks import Preflight, Report
 from .config import AlmaApiConfig, Config, FeedConfig, Limit
 from .delivery import Transport
 from .departure import expiration_record, needs_expiration, record_expiry
-from .diff import SENT_KINDS, Counts, Diff, HeldBack, Kind
+from .diff import Counts, Diff, HeldBack, Kind
 from .errors import GuardRefused, NotFound
-from .extract import Progress, read_records, sha256_of
+from .extract import Progress, sha256_of
 from .ledger import Ledger
 from .store import Store
 from .store import ledger as led
@@ -61,6 +62,8 @@ class RunResult:
     counts: Counts
     batch: BatchInfo | None
     held_back: list[HeldBack] = field(default_factory=list)
+    findings: Report = field(default_factory=Report)
+    """What the checks found in the records about to be sent (held back, warned, fixed)."""
     dry_run: bool = False
     already_ingested_at: dt.datetime | None = None
     rehashed: int = 0
@@ -92,6 +95,7 @@ class RunResult:
                 {"match_id": h.match_id, "reason": h.reason, "where": list(h.where)}
                 for h in self.held_back
             ],
+            "checks": self.findings.as_json(),
             "ledger": self.ledger_events,
             "attention": self.attention,
         }
@@ -150,7 +154,7 @@ def _run_locked(
             if existing is not None:
                 ledger = Ledger(store, alma, feed, existing.id, transport, jobs)
                 ledger.reconcile(job.now)
-        result = job.execute()
+        result = _held_back_attention(job.execute())
         job.delta = None  # committed: from here on the file belongs to the ledger
         if not dry_run:
             if ledger is None:
@@ -159,7 +163,7 @@ def _run_locked(
             result = _with_report(result, ledger)
         return result
     except _DryRunDone as done:
-        return done.result
+        return _held_back_attention(done.result)
     except BaseException:
         job.discard_file()
         raise
@@ -233,8 +237,20 @@ def _with_report(result: RunResult, ledger: Ledger) -> RunResult:
     return replace(
         result,
         ledger_events=list(ledger.report.events),
-        attention=list(ledger.report.attention),
+        attention=[*result.attention, *ledger.report.attention],
     )
+
+
+def _held_back_attention(result: RunResult) -> RunResult:
+    """Held-back records need someone to fix them in the SIS: that is worth an exit 4."""
+    if not result.held_back:
+        return result
+    count = len(result.held_back)
+    notice = (
+        f"{count} record(s) held back (listed above); fix them in the SIS and they go out "
+        "with the first extract that passes"
+    )
+    return replace(result, attention=[notice, *result.attention])
 
 
 def _build_batch(
@@ -388,13 +404,8 @@ class _Run:
         rehashed = snap.rehash(conn, feed_row, self.recipe)
         diff = Diff(snap.load_index(conn, feed_row.id))
         stager = snap.Stager(conn, feed_row.id)
-        self._scan(diff, stager)
+        report = self._scan(diff, stager)
         self.step("scanned")
-        if diff.records == 0 and not diff.held_back:
-            raise GuardRefused(
-                f"{self.path}: the extract holds no <user> records; refusing to treat "
-                "every patron as departed"
-            )
         stager.withdraw(diff.held_back_keys)
         departures = [entry.patron_id for _key, entry in diff.departed()]
         present_before = sum(1 for entry in diff.snapshot.values() if entry.present)
@@ -411,6 +422,7 @@ class _Run:
             counts,
             None,
             held_back=diff.held_back,
+            findings=report,
             dry_run=self.dry_run,
             rehashed=rehashed,
             departed_without_record=len(without_record),
@@ -433,32 +445,32 @@ class _Run:
             extract_id=extract_id,
             now=self.now,
             departed_without_record=without_record,
+            held_back=[
+                diff.snapshot[key].patron_id for key in diff.held_back_keys if key in diff.snapshot
+            ],
         )
         return result, extract_id, counts.departed - len(without_record)
 
-    def _scan(self, diff: Diff, stager: snap.Stager) -> None:
-        rule = self.feed.match_id
+    def _scan(self, diff: Diff, stager: snap.Stager) -> Report:
+        """Check and classify every record, staging the ones to send; returns the findings."""
+        today = self.now.astimezone(self.feed.timezone).date()
+        preflight = Preflight(diff, self.feed.checks, self.feed.match_id, self.recipe, today)
         recipe = self.recipe
-        for record in read_records(self.path, self.progress, self.feed.encoding):
-            user = record.element
-            match_id = rule.value(user)
-            if match_id is None:
-                diff.observe_unidentified(record.where, f"the record has no {rule}")
-                continue
-            key = rule.key(match_id)
-            digest = recipe.digest(user)
-            kind = diff.observe(key, match_id, digest, record.where)
-            if kind in SENT_KINDS:
-                entry = diff.snapshot.get(key)
-                stager.add(
-                    match_key=key,
-                    match_id=match_id,
-                    patron_id=None if entry is None else entry.patron_id,
-                    kind=kind,
-                    digest=digest,
-                    payload=recipe.payload(user),
-                    expiry_date=record_expiry(user),
-                )
+
+        def stage(key: str, match_id: str, kind: Kind, digest: bytes, user: Any) -> None:
+            entry = diff.snapshot.get(key)
+            stager.add(
+                match_key=key,
+                match_id=match_id,
+                patron_id=None if entry is None else entry.patron_id,
+                kind=kind,
+                digest=digest,
+                payload=recipe.payload(user),
+                expiry_date=record_expiry(user),
+            )
+
+        preflight.scan(self.path, stage, progress=self.progress, encoding=self.feed.encoding)
+        return preflight.report
 
     def _guard(self, counts: Counts, present_before: int) -> None:
         if self.force or present_before == 0:

@@ -83,6 +83,7 @@ def write_config(tmp_path: Path) -> ConfigWriter:
         feed: dict[str, Any] | None = None,
         departure: dict[str, Any] | None = None,
         name: str = "patrons",
+        checks: dict[str, Any] | None = None,
     ) -> Path:
         settings: dict[str, Any] = {
             "timezone": "America/Chicago",
@@ -94,6 +95,9 @@ def write_config(tmp_path: Path) -> ConfigWriter:
         if departure:
             lines += ["", f"[feeds.{name}.departure]"]
             lines += [f"{key} = {_toml(value)}" for key, value in departure.items()]
+        if checks:
+            lines += ["", f"[feeds.{name}.checks]"]
+            lines += [f"{key} = {_toml(value)}" for key, value in checks.items()]
         path = tmp_path / "config.toml"
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path
@@ -108,6 +112,8 @@ def _toml(value: Any) -> str:
         return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml(v)}' for k, v in value.items()) + " }"
     escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 

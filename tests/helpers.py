@@ -72,9 +72,9 @@ def invoke(config: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, ["--config", str(config), *args], catch_exceptions=True)
 
 
-def run_json(config: Path, *args: str) -> dict[str, Any]:
-    """``deltasync run --json ARGS``; asserts success and returns the JSON object."""
+def run_json(config: Path, *args: str, exit_code: int = 0) -> dict[str, Any]:
+    """``deltasync run --json ARGS``; asserts the exit code (success) and returns the JSON."""
     result = invoke(config, "run", "--json", *args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.exit_code == exit_code, result.output + repr(result.exception)
     data: dict[str, Any] = json.loads(result.stdout)
     return data

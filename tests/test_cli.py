@@ -35,8 +35,19 @@ def user(
     return (
         f"<user>\n  <primary_id>{primary_id}</primary_id>\n  <last_name>Doe</last_name>\n"
         f"  <user_group>{group}</user_group>\n  <expiry_date>{expiry}</expiry_date>\n"
-        f"  <account_type>EXTERNAL</account_type>{identifiers}{extra}\n</user>"
+        f"  <purge_date>{expiry}</purge_date>\n"
+        f"  <account_type>EXTERNAL</account_type>{identifiers}{extra}\n{CONTACT}\n</user>"
     )
+
+
+CONTACT = (
+    '  <contact_info><addresses><address preferred="true"><line1>1 Main St</line1>'
+    "<city>Urbana</city><state_province>IL</state_province><postal_code>61801</postal_code>"
+    "<address_types><address_type>home</address_type></address_types></address></addresses>"
+    '<emails><email preferred="true"><email_address>doe@example.edu</email_address>'
+    "<email_types><email_type>personal</email_type></email_types></email></emails></contact_info>"
+)
+"""Preferred address and email: what CARLI's mandatory fields ask of every record."""
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:
@@ -140,7 +151,7 @@ def test_duplicate_match_ids_are_held_back_and_reported(
         "d1.xml",
         users(user("a", group="GRAD"), user("B", group="FAC"), user("A", group="STAFF"), user("C")),
     )
-    result = run_json(config, str(day1))
+    result = run_json(config, str(day1), exit_code=4)
     assert result["counts"] == {
         "new": 0,
         "changed": 1,
@@ -151,7 +162,11 @@ def test_duplicate_match_ids_are_held_back_and_reported(
     }
     [held] = result["held_back"]
     assert held["match_id"] == "A"
-    assert held["where"] == [f"{day1}, line 3", f"{day1}, line 17"]
+    second = day1.read_text().splitlines().index("  <primary_id>A</primary_id>")  # 0-based
+    assert held["where"] == [f"{day1}, line 3", f"{day1}, line {second}"]
+    [finding] = result["checks"]["findings"]
+    assert finding["code"] == "match-id-duplicate" and finding["match_id"] == "A"
+    assert result["attention"][0].startswith("1 record(s) held back")
     assert set(read_delta(Path(result["batch"]["file"]), validate=False)) == {"B"}
     text = invoke(
         config, "diff", str(write(tmp_path, "d2.xml", users(user("A"), user("A")))), "--force"
@@ -190,6 +205,7 @@ def test_match_by_identifier(
                 users(user("a2", univ_id="900"), user("b1", univ_id="901"), user("c1")),
             )
         ),
+        exit_code=4,
     )
     assert result["counts"]["changed"] == 1 and result["counts"]["new"] == 0
     assert result["counts"]["held_back"] == 1  # c1 has no UNIV_ID

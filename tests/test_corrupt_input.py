@@ -1,5 +1,6 @@
 """Property: whatever happens to an extract's bytes, a run ends in a clear message or a
-result, never a traceback, and a failed run leaves the store exactly as it was."""
+result, never a traceback, and a failed run leaves the store exactly as it was. A change that
+still parses may spoil a record: the run then holds that record back and exits 4."""
 
 from __future__ import annotations
 
@@ -65,11 +66,14 @@ def test_corrupted_extracts_never_crash_and_failures_change_nothing(
     corrupt.write_bytes(mutate((template / f"day1{suffix}").read_bytes(), mutations))
     result = runner.invoke(cli, ["--config", str(config), "run", str(corrupt)])
 
-    assert result.exit_code in (0, 1, 3), result.output
+    assert result.exit_code in (0, 1, 3, 4), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(
         result.exception
     )
-    if result.exit_code != 0:
+    if result.exit_code == 4:
+        # A flipped byte that still parses can spoil one record: it is held back and named.
+        assert "  held back S" in result.output and "failed checks: " in result.output
+    elif result.exit_code != 0:
         assert result.output.startswith(("Error: ", "refused: ")), result.output
         assert dump_store(url) == before
     shutil.rmtree(folder)

@@ -147,23 +147,6 @@ def test_mass_change_trips_the_change_guard(
     assert dump_store(db_url) == before
 
 
-def test_empty_extract_is_refused(
-    db_url: str,
-    tmp_path: Path,
-    write_config: Callable[..., Path],
-    make_extract: Callable[..., Path],
-) -> None:
-    config = write_config(db_url)
-    run_json(config, str(make_extract(0, 50)))
-    before = dump_store(db_url)
-    empty = tmp_path / "empty.xml"
-    empty.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<users>\n</users>\n')
-    result = invoke(config, "run", str(empty))
-    assert result.exit_code == 3
-    assert "holds no <user> records" in result.output
-    assert dump_store(db_url) == before
-
-
 def test_guard_limits_as_counts(
     db_url: str, write_config: Callable[..., Path], make_extract: Callable[..., Path]
 ) -> None:

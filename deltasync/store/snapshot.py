@@ -245,6 +245,19 @@ class Stager:
             )
 
 
+def _last_seen(conn: Connection, patron_ids: list[int]) -> list[tuple[int, dt.datetime]]:
+    """``(version id, last_seen)`` of these patrons' current versions."""
+    found: list[tuple[int, dt.datetime]] = []
+    for start in range(0, len(patron_ids), CHUNK):
+        rows = conn.execute(
+            select(version_t.c.id, version_t.c.last_seen)
+            .join(patron_t, patron_t.c.current_version_id == version_t.c.id)
+            .where(patron_t.c.id.in_(patron_ids[start : start + CHUNK]))
+        )
+        found.extend((row.id, row.last_seen) for row in rows)
+    return found
+
+
 def last_sent(conn: Connection, patron_ids: list[int]) -> Iterator[LastSent]:
     """The last-sent record of each of these patrons."""
     for start in range(0, len(patron_ids), CHUNK):
@@ -323,13 +336,17 @@ def apply(
     extract_id: int,
     now: dt.datetime,
     departed_without_record: list[int],
+    held_back: list[int] | None = None,
 ) -> None:
     """Make the staged records the new snapshot and the next version of each patron.
 
     Versions are linked to the batch that first carries them when a batch is built
-    (``ledger.add_members``), not here: a version may wait for a later batch.
+    (``ledger.add_members``), not here: a version may wait for a later batch. The
+    ``held_back`` patrons were in the extract with a record that was not taken, so their
+    stored version was not seen again: its ``last_seen`` stays.
     """
     staged = staged_t.c
+    kept = _last_seen(conn, held_back or [])
     conn.execute(
         insert(patron_t).from_select(
             ["feed_id", "match_key", "match_id", "digest", "state", "expiry_date"],
@@ -414,4 +431,11 @@ def apply(
         )
         .values(last_seen=now)
     )
+    if kept:
+        conn.execute(
+            update(version_t)
+            .where(version_t.c.id == bindparam("vid"))
+            .values(last_seen=bindparam("seen")),
+            [{"vid": vid, "seen": seen} for vid, seen in kept],
+        )
     conn.execute(delete(staged_t).where(staged.feed_id == feed_id))

@@ -1,0 +1,133 @@
+"""Pre-flight: one streaming pass that classifies and checks every record of an extract.
+
+Each record is fixed and checked first, then hashed and classified against the snapshot, so
+the snapshot keeps the record as it will be sent. Only records about to be sent are reported
+(an unchanged record was reported the day it went out); one that fails a check of policy
+``error`` is held back, which leaves the snapshot's last record in place, so the next run sees
+it again and sends it the day the extract fixes it. Identifier conflicts need the whole
+extract, so they are settled after the pass, and the caller withdraws what they hold back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+from lxml import etree
+
+from ..canonical import Recipe
+from ..diff import SENT_KINDS, Diff, Kind
+from ..extract import Progress, read_records
+from ..matchid import MatchIdRule
+from .codes import Policy
+from .findings import Finding, Report, errors
+from .identifiers import IdentifierIndex
+from .record import RecordChecker, identifier_values
+from .settings import CheckSettings
+
+Send = Callable[[str, str, Kind, bytes, etree._Element], None]
+"""Called with ``(match key, match ID, kind, digest, record)`` for each record to send."""
+
+
+class Preflight:
+    """Classifies and checks the records of one extract for one feed."""
+
+    def __init__(
+        self,
+        diff: Diff,
+        settings: CheckSettings,
+        rule: MatchIdRule,
+        recipe: Recipe,
+        today: dt.date,
+    ) -> None:
+        self.diff = diff
+        self.rule = rule
+        self.recipe = recipe
+        self.settings = settings
+        self.checker = RecordChecker(settings, today)
+        self.report = Report()
+        self.read = 0
+        """How many ``<user>`` records the pass read."""
+        taken = settings.policy("identifier-taken")
+        self.identifiers = IdentifierIndex() if taken != Policy.OFF else None
+
+    def scan(
+        self, path: Path, send: Send, *, progress: Progress | None = None, encoding: str = "utf-8"
+    ) -> None:
+        """Read the extract, calling ``send`` for each record to send.
+
+        Identifier conflicts are settled after the pass, so a record given to ``send`` can be
+        held back after all: the caller withdraws the diff's ``held_back_keys`` afterwards.
+        """
+        diff, rule = self.diff, self.rule
+        for record in read_records(path, progress, encoding):
+            self.read += 1
+            user = record.element
+            match_id = rule.value(user)
+            if match_id is None:
+                message = f"the record has no {rule}"
+                diff.observe_unidentified(record.where, message)
+                finding = Finding(
+                    "match-id-missing", Policy.ERROR, None, record.source, record.line, message
+                )
+                self.report.add([finding])
+                continue
+            findings = self.checker.inspect(user, match_id, record.source)
+            if self.identifiers is not None:
+                self.identifiers.add(match_id, identifier_values(user))
+            key = rule.key(match_id)
+            digest = self.recipe.digest(user)
+            kind = diff.observe(key, match_id, digest, record.where)
+            if kind not in SENT_KINDS:
+                continue
+            self.report.add(findings)
+            blocking = errors(findings)
+            if blocking:
+                diff.hold(key, match_id, _reason(blocking))
+                continue
+            send(key, match_id, kind, digest, user)
+        for held in diff.duplicates:
+            source, _, line = held.where[-1].rpartition(", line ")
+            self.report.add(
+                [
+                    Finding(
+                        "match-id-duplicate",
+                        Policy.ERROR,
+                        held.match_id,
+                        source,
+                        int(line or 0),
+                        f"match ID occurs {len(held.where)} times (also at "
+                        f"{'; '.join(held.where[:-1])})",
+                    )
+                ]
+            )
+        self._identifier_conflicts()
+
+    def _identifier_conflicts(self) -> None:
+        if self.identifiers is None:
+            return
+        policy = self.settings.policy("identifier-taken")
+        for match_id, others in self.identifiers.conflicted().items():
+            key = self.rule.key(match_id)
+            if self.diff.kind_of(key) not in SENT_KINDS:
+                continue  # not sent today: Alma keeps what it has
+            where = self.diff.where_of(key)
+            source, _, line = where.rpartition(", line ")
+            described = ", ".join(f"{id_type} also held by {other}" for id_type, other in others)
+            finding = Finding(
+                "identifier-taken",
+                policy,
+                match_id,
+                source,
+                int(line or 0),
+                f"identifier value taken: {described}",
+            )
+            self.report.add([finding])
+            if policy == Policy.ERROR:
+                self.diff.hold(key, match_id, _reason([finding]))
+
+
+def _reason(findings: list[Finding]) -> str:
+    codes = ", ".join(dict.fromkeys(f.code for f in findings))
+    return f"failed checks: {codes}"

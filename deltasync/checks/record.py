@@ -1,0 +1,359 @@
+"""Checks on one ``<user>`` record: what Alma would reject, and the safe fixes.
+
+Fixes run first and change the record in place, so the snapshot stores, hashes and sends the
+repaired record; the checks then look at what would actually be sent. Messages name fields and
+code values, never personal values: findings go to logs and cron mail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Iterator
+from functools import cache
+from importlib import resources
+from typing import Any, cast
+
+from lxml import etree
+
+from .codes import Policy
+from .findings import Finding
+from .settings import CODE_FIELDS, CONTACT_FIELDS, CONTACT_PARTS, CheckSettings
+
+DATE_FIELDS = ("birth_date", "expiry_date", "purge_date", "status_date")
+XS_DATE = re.compile(r"^(-?\d{4,})-(\d{2})-(\d{2})(Z|[+-]\d{2}:\d{2})?$")
+CONTROL = re.compile("[\x7f-\x9f]")
+REPLACEMENT = "\ufffd"
+_SUSPECT = re.compile("[\x7f-\x9f\ufffd]")
+TRUE_VALUES = ("true", "1")
+
+
+@cache
+def alma_schema() -> etree.XMLSchema:
+    """Alma's user schema (the 2021 copy shipped in ``deltasync/schema``)."""
+    path = resources.files("deltasync.schema") / "rest_users.xsd"
+    with resources.as_file(path) as file:
+        return etree.XMLSchema(etree.parse(str(file)))
+
+
+class RecordChecker:
+    """Applies one feed's checks to records, one at a time."""
+
+    def __init__(self, settings: CheckSettings, today: dt.date) -> None:
+        self.settings = settings
+        self.today = today
+        self.policy = {code: settings.policy(code) for code in _RECORD_LEVEL}
+        self.tables = {
+            name: (values, {v.casefold(): v for v in values})
+            for name, values in settings.codes.items()
+        }
+        self.schema = alma_schema() if self.policy["schema-invalid"] != Policy.OFF else None
+
+    def inspect(self, user: etree._Element, match_id: str | None, source: str) -> list[Finding]:
+        """Fix what the policy fixes, in place, and return every finding for ``user``."""
+        run = _Inspection(self, user, match_id, source)
+        run.characters()
+        run.empty_dates()
+        run.code_values()
+        run.preferred()
+        run.dates()
+        run.account_type()
+        run.repeated_identifiers()
+        run.mandatory()
+        run.schema()
+        return run.findings
+
+
+_RECORD_LEVEL = (
+    "identifier-repeated",
+    "account-not-external",
+    "mandatory-missing",
+    "email-no-preferred",
+    "address-no-preferred",
+    "preferred-multiple",
+    "date-invalid",
+    "date-empty",
+    "purge-before-expiry",
+    "expired-active",
+    "code-unknown",
+    "code-case",
+    "char-control",
+    "char-replacement",
+    "schema-invalid",
+)
+
+
+class _Inspection:
+    """The findings of one record, gathered check by check."""
+
+    def __init__(
+        self, checker: RecordChecker, user: etree._Element, match_id: str | None, source: str
+    ) -> None:
+        self.checker = checker
+        self.user = user
+        self.match_id = match_id
+        self.source = source
+        self.line = _line(user)
+        self.findings: list[Finding] = []
+        self.flagged_lines: set[int] = set()
+
+    def wants(self, code: str) -> bool:
+        return self.checker.policy[code] != Policy.OFF
+
+    def fixes(self, code: str) -> bool:
+        return self.checker.policy[code] == Policy.FIX
+
+    def report(
+        self, code: str, message: str, at: etree._Element | None = None, *, fixed: bool = False
+    ) -> None:
+        policy = self.checker.policy[code]
+        if policy == Policy.FIX and not fixed:
+            policy = Policy.ERROR  # the fix could not be applied to this one
+        line = (_line(at) if at is not None else 0) or self.line
+        self.flagged_lines.add(line)
+        self.findings.append(Finding(code, policy, self.match_id, self.source, line, message))
+
+    def characters(self) -> None:
+        if not (self.wants("char-control") or self.wants("char-replacement")):
+            return
+        for element in self.user.iter(tag=etree.Element):
+            text = element.text
+            if text and _SUSPECT.search(text):
+                element.text = self._clean(text, element, _name(element))
+            for attribute, value in element.attrib.items():
+                if _SUSPECT.search(str(value)):
+                    where = f"{_name(element)}/@{attribute!s}"
+                    element.set(attribute, self._clean(str(value), element, where))
+
+    def _clean(self, text: str, element: etree._Element, where: str) -> str:
+        if REPLACEMENT in text and self.wants("char-replacement"):
+            self.report(
+                "char-replacement", f"{where} holds U+FFFD (text damaged upstream)", element
+            )
+        found = CONTROL.findall(text)
+        if not found or not self.wants("char-control"):
+            return text
+        names = ", ".join(sorted({f"U+{ord(c):04X}" for c in found}))
+        if self.fixes("char-control"):
+            self.report("char-control", f"{where}: removed {names}", element, fixed=True)
+            return CONTROL.sub("", text)
+        self.report("char-control", f"{where} holds control character(s) {names}", element)
+        return text
+
+    def empty_dates(self) -> None:
+        if not self.wants("date-empty"):
+            return
+        for name in DATE_FIELDS:
+            for element in self.user.findall(name):
+                if (element.text or "").strip() or len(element):
+                    continue
+                if self.fixes("date-empty"):
+                    self.report("date-empty", f"dropped empty <{name}/>", element, fixed=True)
+                    self.user.remove(element)
+                else:
+                    self.report("date-empty", f"<{name}/> is empty", element)
+
+    def code_values(self) -> None:
+        for name, (values, folded) in self.checker.tables.items():
+            for element in self.user.iterfind(CODE_FIELDS[name]):
+                value = (element.text or "").strip()
+                if not value or value in values:
+                    continue
+                right = folded.get(value.casefold())
+                if right is not None:
+                    if not self.wants("code-case"):
+                        continue
+                    if self.fixes("code-case"):
+                        element.text = right
+                        self.report(
+                            "code-case",
+                            f"{name} {value!r} written as {right!r}",
+                            element,
+                            fixed=True,
+                        )
+                    else:
+                        self.report("code-case", f"{name} {value!r} should be {right!r}", element)
+                elif self.wants("code-unknown"):
+                    self.report(
+                        "code-unknown", f"{name} {value!r} is not in the code table", element
+                    )
+
+    def preferred(self) -> None:
+        for kind, (path, _field) in CONTACT_FIELDS.items():
+            items = self.user.findall(path)
+            chosen = [i for i in items if i.get("preferred", "").strip() in TRUE_VALUES]
+            missing_code = f"{kind}-no-preferred"
+            if items and not chosen and missing_code in self.checker.policy:
+                if not self.wants(missing_code):
+                    continue
+                if self.fixes(missing_code):
+                    items[0].set("preferred", "true")
+                    self.report(
+                        missing_code, f"marked the first {kind} preferred", items[0], fixed=True
+                    )
+                else:
+                    self.report(missing_code, f"no {kind} is preferred", items[0])
+            elif len(chosen) > 1 and self.wants("preferred-multiple"):
+                if self.fixes("preferred-multiple"):
+                    for extra in chosen[1:]:
+                        extra.set("preferred", "false")
+                    self.report(
+                        "preferred-multiple",
+                        f"{len(chosen)} {kind}s were preferred; kept the first",
+                        chosen[1],
+                        fixed=True,
+                    )
+                else:
+                    self.report(
+                        "preferred-multiple", f"{len(chosen)} {kind}s are preferred", chosen[1]
+                    )
+
+    def dates(self) -> None:
+        parsed: dict[str, dt.date] = {}
+        for name in DATE_FIELDS:
+            for element in self.user.findall(name):
+                text = (element.text or "").strip()
+                if not text:
+                    continue  # empty: date-empty's business
+                value = parse_xs_date(text)
+                if value is None:
+                    if self.wants("date-invalid"):
+                        self.report(
+                            "date-invalid",
+                            f"{name} {text!r} is not a date like 2027-06-30Z",
+                            element,
+                        )
+                else:
+                    parsed[name] = value
+        expiry, purge = parsed.get("expiry_date"), parsed.get("purge_date")
+        if expiry and purge and purge < expiry and self.wants("purge-before-expiry"):
+            self.report(
+                "purge-before-expiry",
+                f"purge_date {purge.isoformat()} is before expiry_date {expiry.isoformat()}",
+                self.user.find("purge_date"),
+            )
+        status = (self.user.findtext("status") or "ACTIVE").strip().upper()
+        if expiry and expiry < self.checker.today and status == "ACTIVE":
+            if self.wants("expired-active"):
+                self.report(
+                    "expired-active",
+                    f"active, but expiry_date {expiry.isoformat()} has passed",
+                    self.user.find("expiry_date"),
+                )
+
+    def account_type(self) -> None:
+        element = self.user.find("account_type")
+        value = "" if element is None else (element.text or "").strip()
+        if value and value.upper() != "EXTERNAL" and self.wants("account-not-external"):
+            self.report(
+                "account-not-external",
+                f"account_type is {value!r}; Alma loads only EXTERNAL users from an SIS",
+                element,
+            )
+
+    def repeated_identifiers(self) -> None:
+        if not self.wants("identifier-repeated"):
+            return
+        seen: dict[str, str] = {}
+        primary = (self.user.findtext("primary_id") or "").strip()
+        if primary:
+            seen[primary.casefold()] = "the primary ID"
+        for identifier in self.user.iterfind("user_identifiers/user_identifier"):
+            value = (identifier.findtext("value") or "").strip()
+            id_type = (identifier.findtext("id_type") or "?").strip()
+            if not value:
+                continue
+            earlier = seen.get(value.casefold())
+            if earlier is not None:
+                self.report(
+                    "identifier-repeated",
+                    f"identifier of type {id_type} repeats the value of {earlier}",
+                    identifier,
+                )
+            else:
+                seen[value.casefold()] = f"the {id_type} identifier"
+
+    def mandatory(self) -> None:
+        if not self.wants("mandatory-missing"):
+            return
+        missing = [name for name in self.checker.settings.mandatory if not self._present(name)]
+        # 'address' missing makes every 'address.*' missing: name only the whole.
+        gone = {name for name in missing if name in CONTACT_FIELDS}
+        for name in missing:
+            if "." in name and name.split(".")[0] in gone:
+                continue
+            self.report("mandatory-missing", f"mandatory field missing: {name}")
+
+    def _present(self, name: str) -> bool:
+        if name.startswith("identifier:"):
+            id_type = name.split(":", 1)[1]
+            return any(
+                (i.findtext("id_type") or "").strip() == id_type
+                and (i.findtext("value") or "").strip()
+                for i in self.user.iterfind("user_identifiers/user_identifier")
+            )
+        kind, _, part = name.partition(".")
+        if kind in CONTACT_FIELDS:
+            contact = self._preferred(kind)
+            if contact is None:
+                return False
+            path = CONTACT_PARTS.get(part, part) if part else CONTACT_FIELDS[kind][1]
+            return any((e.text or "").strip() for e in contact.iterfind(path))
+        return any((e.text or "").strip() for e in self.user.iterfind(name))
+
+    def _preferred(self, kind: str) -> etree._Element | None:
+        items = self.user.findall(CONTACT_FIELDS[kind][0])
+        for item in items:
+            if item.get("preferred", "").strip() in TRUE_VALUES:
+                return item
+        return items[0] if items else None
+
+    def schema(self) -> None:
+        schema = self.checker.schema
+        if schema is None or schema.validate(self.user):
+            return
+        for error in cast(Iterable[Any], schema.error_log):
+            if error.line in self.flagged_lines:
+                continue  # a specific finding already names this field
+            self.flagged_lines.add(error.line)
+            self.findings.append(
+                Finding(
+                    "schema-invalid",
+                    self.checker.policy["schema-invalid"],
+                    self.match_id,
+                    self.source,
+                    error.line or self.line,
+                    error.message,
+                )
+            )
+
+
+def parse_xs_date(text: str) -> dt.date | None:
+    """The calendar date of an ``xs:date`` value, or None when it is not one."""
+    match = XS_DATE.match(text)
+    if match is None:
+        return None
+    try:
+        return dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError:
+        return None
+
+
+def identifier_values(user: etree._Element) -> Iterator[tuple[str, str]]:
+    """``(id_type, value)`` of the primary ID and every additional identifier."""
+    primary = (user.findtext("primary_id") or "").strip()
+    if primary:
+        yield "primary_id", primary
+    for identifier in user.iterfind("user_identifiers/user_identifier"):
+        value = (identifier.findtext("value") or "").strip()
+        if value:
+            yield (identifier.findtext("id_type") or "?").strip(), value
+
+
+def _name(element: etree._Element) -> str:
+    return str(element.tag)
+
+
+def _line(element: etree._Element) -> int:
+    line = element.sourceline
+    return line if isinstance(line, int) else 0
