@@ -3,14 +3,17 @@
 The pipeline, one module a step::
 
     extract.py    read a full SIS extract, record by record (.xml, .xml.gz, .zip)
+    checks/       pre-flight: what Alma would reject, held back, warned or fixed
     canonical.py  the canonical form and digest of a record: what "changed" means
     diff.py       classify each patron against the snapshot
     departure.py  expiration records for patrons who left
     outbox.py     write the delta file: zipped Alma user XML, atomically
     job.py        the daily run that ties them together in one transaction
-    store/        the state store: snapshot, versions, extracts, batches
-    audit.py      read-only questions: status, batches, a patron's history
-    cli.py        the ``deltasync`` command (the only module that knows click)
+    delivery/     transports to the folder Alma reads; ledger.py tracks what Alma confirmed
+    store/        the state store: snapshot, versions, extracts, batches, backup
+    audit/        read-only questions: status, a patron's history and changes, batches
+    recovery.py   batch rebuild and resend; retention.py prunes personal data
+    cli/          the ``deltasync`` command (the only package that knows click)
 
 Use it as a library::
 

@@ -146,6 +146,8 @@ class FeedConfig:
     departure: DepartureConfig = field(default_factory=DepartureConfig)
     delivery: DeliveryConfig | None = None
     checks: CheckSettings = field(default_factory=CheckSettings)
+    retention_days: int = 365
+    """Superseded records older than this lose their payload; 0 keeps everything."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,7 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Co
     if not feeds_table:
         raise ConfigError(f"{path}: [feeds]: at least one feed must be configured")
     shared_checks = reader.table(data, "checks")
+    check_settings.parse(shared_checks, "checks", reader.error)  # its errors name [checks]
     feeds = {name: _feed(reader, name, table, shared_checks) for name, table in feeds_table.items()}
     alma = _alma(reader, reader.table(data, "alma"))
     for feed in feeds.values():
@@ -262,6 +265,7 @@ FEED_KEYS = {
     "records_per_part",
     "departure",
     "checks",
+    "retention_days",
 }
 DEPARTURE_KEYS = {
     "expiry",
@@ -318,7 +322,9 @@ def _feed(reader: _Reader, name: str, table: object, shared_checks: dict[str, An
         f"{where}.checks" if "checks" in table else "checks",
         reader.error,
     )
+    retention = reader.integer(table, f"{where}.retention_days", 365, minimum=0)
     return FeedConfig(
+        retention_days=retention,
         checks=checks,
         encoding=encoding,
         delivery=delivery,

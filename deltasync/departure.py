@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from .canonical import parse_payload
-from .config import DepartureConfig
 
-_XS_DATE = re.compile(r"\s*(-?\d{4,})-(\d{2})-(\d{2})(Z|[+-]\d{2}:\d{2})?\s*")
+if TYPE_CHECKING:  # config imports the checks, which parse dates with this module
+    from .config import DepartureConfig
+
+_XS_DATE = re.compile(r"\s*(-?\d{4,})-(\d{2})-(\d{2})(Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)?\s*")
 
 
 def parse_alma_date(text: str | None) -> dt.date | None:

@@ -110,6 +110,10 @@ class Diff:
         """How the record of ``key`` was classified, if it is still classified."""
         return self._seen.get(key)
 
+    def failed(self, key: str) -> bool:
+        """Whether the record of ``key`` was held back for failing its checks."""
+        return key in self._failed
+
     def where_of(self, key: str) -> str:
         """Where the record of a classified key stands in the extract."""
         return self._where[key]

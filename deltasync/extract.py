@@ -217,6 +217,8 @@ def _parse(
         )
     try:
         for _event, element in events:
+            if _inside_user(element):
+                continue  # a <user> nested in a record belongs to that record
             for entity in element.iter(etree.Entity):
                 # Never expanded, so the record would silently lose the value: refuse it.
                 raise ExtractError(
@@ -260,6 +262,15 @@ def _parse(
         raise ExtractError(
             f"{source}: cannot read extract (corrupt or truncated?): {exc}", code="file-corrupt"
         ) from exc
+
+
+def _inside_user(element: etree._Element) -> bool:
+    parent = element.getparent()
+    while parent is not None:
+        if etree.QName(parent).localname == "user":
+            return True
+        parent = parent.getparent()
+    return False
 
 
 _FORBIDDEN_CHAR_MESSAGES = (

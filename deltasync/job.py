@@ -18,10 +18,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from . import outbox
+from . import outbox, retention
 from .alma_api import AlmaJobs
-from .canonical import Recipe
+from .canonical import Recipe, parse_payload
 from .checks import Preflight, Report
+from .checks.identifiers import value_hash
+from .checks.record import identifier_values
 from .config import AlmaApiConfig, Config, FeedConfig, Limit
 from .delivery import Transport
 from .departure import expiration_record, needs_expiration, record_expiry
@@ -74,6 +76,8 @@ class RunResult:
     ledger_events: list[str] = field(default_factory=list)
     attention: list[str] = field(default_factory=list)
     """Reasons a person should look (run exits 4): failed or overdue batches, delivery errors."""
+    pruned: retention.Pruned | None = None
+    """What the retention window removed after the run (``retention_days``)."""
 
     def as_json(self) -> dict[str, Any]:
         """The ``run --json`` object: a contract scripts rely on."""
@@ -98,6 +102,9 @@ class RunResult:
             "checks": self.findings.as_json(),
             "ledger": self.ledger_events,
             "attention": self.attention,
+            "pruned": None
+            if self.pruned is None
+            else {"payloads": self.pruned.payloads, "patrons": self.pruned.patrons},
         }
 
 
@@ -161,6 +168,12 @@ def _run_locked(
                 ledger = Ledger(store, alma, feed, job.feed_id, transport, jobs)
             ledger.deliver(job.now)
             result = _with_report(result, ledger)
+            if feed.retention_days:
+                with store.begin() as conn:
+                    pruned = retention.prune(
+                        conn, feed, job.feed_id, days=feed.retention_days, now=job.now
+                    )
+                result = replace(result, pruned=pruned)
         return result
     except _DryRunDone as done:
         return _held_back_attention(done.result)
@@ -170,6 +183,32 @@ def _run_locked(
     finally:
         if ledger is not None:
             ledger.close()
+
+
+def baseline(
+    store: Store,
+    feed: FeedConfig,
+    extract_path: Path,
+    *,
+    now: dt.datetime | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Adopt a feed whose patrons Alma already holds from full loads: ingest the extract
+    and record every patron as confirmed, sending nothing. The next run sends only what
+    changed since. Refused (GuardRefused) for a feed that already has a snapshot."""
+    job = _Run(
+        store,
+        feed,
+        extract_path.resolve(),
+        dry_run=False,
+        force=True,
+        now=now or dt.datetime.now(dt.UTC),
+        progress=progress,
+        checkpoint=lambda _step: None,
+        baseline=True,
+    )
+    with feed_lock(store, feed.name):
+        return _held_back_attention(job.execute())
 
 
 def replay(
@@ -290,6 +329,7 @@ def _build_batch(
                 "changed": counts.changed,
                 "returned": counts.returned,
                 "departed": departed_with_record,
+                "records_per_part": feed.records_per_part,
             },
         )
         led.add_members(conn, batch_id, rows)
@@ -323,7 +363,9 @@ class _Run:
         now: dt.datetime,
         progress: Progress | None,
         checkpoint: Checkpoint,
+        baseline: bool = False,
     ) -> None:
+        self.baseline = baseline
         self.store = store
         self.feed = feed
         self.path = path
@@ -347,6 +389,11 @@ class _Run:
                 conn, self.feed.name, str(self.feed.match_id), self.recipe, self.now
             )
             self.feed_id = feed_row.id
+            if self.baseline and snap.has_patrons(conn, feed_row.id):
+                raise GuardRefused(
+                    f"feed {self.feed.name!r} already has a snapshot; baseline adopts only a "
+                    "feed that has never run (configure a new feed to start over)"
+                )
             orphans: list[Path] = []
             if not self.dry_run:
                 known = snap.batch_file_names(conn, feed_row.id)
@@ -375,6 +422,10 @@ class _Run:
                     conn, feed_row, sha256, orphans
                 )
             self.step("applied")
+            if self.baseline:
+                assert extract_id is not None
+                snap.adopt(conn, feed_row.id, extract_id)
+                return result
             rows = led.pending(conn, feed_row.id)
             waiting = led.waiting(conn, feed_row.id)
             batch: BatchInfo | None = None
@@ -454,7 +505,17 @@ class _Run:
     def _scan(self, diff: Diff, stager: snap.Stager) -> Report:
         """Check and classify every record, staging the ones to send; returns the findings."""
         today = self.now.astimezone(self.feed.timezone).date()
-        preflight = Preflight(diff, self.feed.checks, self.feed.match_id, self.recipe, today)
+
+        def held_before(key: str) -> set[int]:
+            entry = diff.snapshot.get(key)
+            if entry is None:
+                return set()
+            user = parse_payload(snap.current_payload(stager.conn, entry.patron_id))
+            return {value_hash(value) for _type, value in identifier_values(user)}
+
+        preflight = Preflight(
+            diff, self.feed.checks, self.feed.match_id, self.recipe, today, held_before
+        )
         recipe = self.recipe
 
         def stage(key: str, match_id: str, kind: Kind, digest: bytes, user: Any) -> None:

@@ -78,3 +78,38 @@ def run_json(config: Path, *args: str, exit_code: int = 0) -> dict[str, Any]:
     assert result.exit_code == exit_code, result.output + repr(result.exception)
     data: dict[str, Any] = json.loads(result.stdout)
     return data
+
+
+ADDRESS = (
+    '<address preferred="true"><line1>1 Main St</line1><city>Urbana</city>'
+    "<state_province>IL</state_province><postal_code>61801</postal_code>"
+    "<address_types><address_type>home</address_type></address_types></address>"
+)
+EMAIL = (
+    '<email preferred="true"><email_address>{id}@example.edu</email_address>'
+    "<email_types><email_type>personal</email_type></email_types></email>"
+)
+
+
+def record(primary_id: str, *, name: str = "Doe", barcode: str | None = None) -> str:
+    """A record that passes every default check (CARLI I-Share's mandatory fields)."""
+    return (
+        "<user>\n"
+        "  <record_type>PUBLIC</record_type>\n"
+        f"  <primary_id>{primary_id}</primary_id>\n"
+        f"  <last_name>{name}</last_name>\n"
+        "  <user_group>UGRD</user_group>\n"
+        "  <expiry_date>2032-06-30Z</expiry_date>\n"
+        "  <purge_date>2033-06-30Z</purge_date>\n"
+        "  <account_type>EXTERNAL</account_type>\n"
+        "  <status>ACTIVE</status>\n"
+        f"  <contact_info><addresses>{ADDRESS}</addresses>"
+        f"<emails>{EMAIL.format(id=primary_id)}</emails></contact_info>\n"
+        "  <user_identifiers><user_identifier><id_type>BARCODE</id_type>"
+        f"<value>{barcode or 'BC-' + primary_id}</value></user_identifier></user_identifiers>\n"
+        "</user>"
+    )
+
+
+def users(*records: str) -> str:
+    return '<?xml version="1.0" encoding="UTF-8"?>\n<users>\n' + "\n".join(records) + "\n</users>\n"

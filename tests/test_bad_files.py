@@ -131,8 +131,8 @@ def test_cp1252_feed_is_transcoded_on_purpose(
     legacy.write_bytes(GOOD.replace("UTF-8", "windows-1252").encode("cp1252"))
     result = run_json(config, str(legacy))
     assert result["counts"]["new"] == 2
-    history = invoke(config, "history", "A1")
-    assert "Müller" in history.stdout
+    shown = invoke(config, "show", "A1")
+    assert "<last_name>Müller</last_name>" in shown.stdout
 
 
 PROBE = """

@@ -15,44 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import invoke, read_delta, run_json
+from helpers import EMAIL, invoke, read_delta, record, run_json, users
 from lxml import etree
 
 from deltasync.checks import FILE_CODES, RECORD_CODES
-
-ADDRESS = (
-    '<address preferred="true"><line1>1 Main St</line1><city>Urbana</city>'
-    "<state_province>IL</state_province><postal_code>61801</postal_code>"
-    "<address_types><address_type>home</address_type></address_types></address>"
-)
-EMAIL = (
-    '<email preferred="true"><email_address>{id}@example.edu</email_address>'
-    "<email_types><email_type>personal</email_type></email_types></email>"
-)
-
-
-def record(primary_id: str, *, name: str = "Doe", barcode: str | None = None) -> str:
-    """A record that passes every default check (CARLI I-Share's mandatory fields)."""
-    return (
-        "<user>\n"
-        "  <record_type>PUBLIC</record_type>\n"
-        f"  <primary_id>{primary_id}</primary_id>\n"
-        f"  <last_name>{name}</last_name>\n"
-        "  <user_group>UGRD</user_group>\n"
-        "  <expiry_date>2032-06-30Z</expiry_date>\n"
-        "  <purge_date>2033-06-30Z</purge_date>\n"
-        "  <account_type>EXTERNAL</account_type>\n"
-        "  <status>ACTIVE</status>\n"
-        f"  <contact_info><addresses>{ADDRESS}</addresses>"
-        f"<emails>{EMAIL.format(id=primary_id)}</emails></contact_info>\n"
-        "  <user_identifiers><user_identifier><id_type>BARCODE</id_type>"
-        f"<value>{barcode or 'BC-' + primary_id}</value></user_identifier></user_identifiers>\n"
-        "</user>"
-    )
-
-
-def users(*records: str) -> str:
-    return '<?xml version="1.0" encoding="UTF-8"?>\n<users>\n' + "\n".join(records) + "\n</users>\n"
+from deltasync.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -327,6 +294,10 @@ def test_check_a_delta_file_and_an_unreadable_file(
         ({"policy": {"match-id-duplicate": "warn"}}, "'warn' is not possible here; use error"),
         ({"mandatory": ["address.city", "favourite colour"]}, "'favourite colour' is not a field"),
         ({"codes": {"shoe_size": ["S"]}}, "codes.shoe_size: not a code field"),
+        ({"codes": {"user_group": []}}, "must be a non-empty list"),
+        ({"codes": {"user_group": [" GRAD "]}}, "without surrounding spaces"),
+        ({"mandatory": ["last_nmae"]}, "'last_nmae' is not a field"),
+        ({"mandatory": ["address.postcode"]}, "'address.postcode' is not a field"),
         ({"colour": 1}, "checks.colour: unknown key"),
     ],
 )
@@ -349,13 +320,17 @@ def test_shared_checks_apply_to_every_feed_and_a_feed_can_override(tmp_path: Pat
 
     path = tmp_path / "config.toml"
     path.write_text(
-        "[checks]\nmandatory = ['primary_id']\n[checks.policy]\nexpired-active = 'off'\n"
+        "[checks]\nmandatory = ['primary_id', 'address.line1']\n"
+        "[checks.policy]\nexpired-active = 'off'\n"
         "[feeds.students]\n[feeds.staff]\n[feeds.staff.checks.policy]\n"
         "schema-invalid = 'error'\n"
     )
     config = load(path)
     students, staff = config.feeds["students"].checks, config.feeds["staff"].checks
-    assert students.mandatory == staff.mandatory == ("primary_id",)
+    assert students.mandatory == staff.mandatory == ("primary_id", "address.line1")
+    path.write_text("[checks.policy]\nbogus = 'warn'\n[feeds.a]\n[feeds.a.checks]\n")
+    with pytest.raises(ConfigError, match=r"config.toml: checks.policy.bogus: unknown check code"):
+        load(path)
     assert staff.policy("expired-active").value == "off"
     assert staff.policy("schema-invalid").value == "error"
     assert students.policy("schema-invalid").value == "warn"
@@ -367,3 +342,108 @@ def test_readme_lists_every_code_with_its_default_policy() -> None:
         assert re.search(rf"^\| `{code.name}` \| {code.default.value} \|", readme, re.M), code.name
     for name in FILE_CODES:
         assert re.search(rf"^\| `{name}` \| stop \|", readme, re.M), name
+
+
+def test_fixes_come_before_the_match_id(
+    sqlite_url: str, tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    """A fix that changes the match ID itself must not make the patron new (or departed)."""
+    config = write_config(sqlite_url, checks={"codes": {"id_type": ["UNIV_ID", "BARCODE"]}})
+    run_json(config, str(write(tmp_path, "d0.xml", users(A, record("B")))))
+    spoilt = A.replace("<primary_id>A<", "<primary_id>A\u0096<").replace("Doe", "Doe-Roe")
+    out = run_json(config, str(write(tmp_path, "d1.xml", users(spoilt, record("B")))))
+    assert (out["counts"]["new"], out["counts"]["changed"], out["counts"]["departed"]) == (0, 1, 0)
+    assert [f["match_id"] for f in out["checks"]["findings"]] == ["A"]
+    assert set(read_delta(Path(out["batch"]["file"]))) == {"A"}
+    # By identifier: a code-case fix of the id_type is what makes the record matchable.
+    config = write_config(
+        sqlite_url.replace("deltasync.db", "by-id.db"),
+        feed={"match_id": "identifier:BARCODE"},
+        checks={"codes": {"id_type": ["UNIV_ID", "BARCODE"]}},
+    )
+    run_json(config, str(write(tmp_path, "e0.xml", users(A, record("B")))))
+    lower = A.replace("<id_type>BARCODE", "<id_type>barcode").replace("Doe", "Roe")
+    out = run_json(config, str(write(tmp_path, "e1.xml", users(lower, record("B")))))
+    assert (out["counts"]["changed"], out["counts"]["departed"]) == (1, 0)
+
+
+def test_messages_name_fields_never_values(tmp_path: Path) -> None:
+    secret = A.replace(
+        "<status>ACTIVE</status>",
+        "<birth_date>1990-02-30</birth_date><is_researcher>2031</is_researcher>",
+    )
+    path = write(tmp_path, "x.xml", users(secret))
+    result = invoke(tmp_path / "missing.toml", "check", str(path))
+    assert result.exit_code == 1  # no such config: proves --config is honoured
+    from click.testing import CliRunner
+
+    from deltasync.cli import cli
+
+    output = CliRunner().invoke(cli, ["check", str(path)]).output
+    assert "birth_date is not a date like 2027-06-30Z" in output
+    assert "(the value) is not a valid value" in output  # the schema's message, redacted
+    assert "1990" not in output and "2031" not in output
+
+
+def test_schema_errors_on_a_one_line_record_are_not_hidden(
+    sqlite_url: str, tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    config = write_config(sqlite_url, checks={"policy": {"schema-invalid": "error"}})
+    one_line = (
+        A.replace("\n", "")
+        .replace("<status>ACTIVE</status>", "<status>ACTIVE</status><status_date/>")
+        .replace("</user>", "<favourite_colour>blue</favourite_colour></user>")
+    )
+    path = write(tmp_path, "d.xml", users(one_line))
+    out = run_json(config, str(path), exit_code=4)
+    found = {(f["code"], f["policy"]) for f in out["checks"]["findings"]}
+    assert found == {("date-empty", "fix"), ("schema-invalid", "error")}
+    assert [h["match_id"] for h in out["held_back"]] == ["A"]
+
+
+def test_a_newcomer_copying_a_barcode_does_not_block_its_holder(
+    sent_day0: tuple[Path, Path],
+) -> None:
+    config, folder = sent_day0
+    changed_a = A.replace("Doe", "Doe-Roe")
+    copycat = record("C", barcode="bc-a")
+    out = run_json(
+        config, str(write(folder, "d1.xml", users(changed_a, record("B"), copycat))), exit_code=4
+    )
+    assert [h["match_id"] for h in out["held_back"]] == ["C"]
+    assert set(read_delta(Path(out["batch"]["file"]))) == {"A"}
+
+
+def test_many_holders_of_one_value_give_a_short_message(tmp_path: Path) -> None:
+    placeholder = [record(f"P{n}", barcode="0000") for n in range(40)]
+    path = write(tmp_path, "x.xml", users(*placeholder))
+    from click.testing import CliRunner
+
+    from deltasync.cli import cli
+
+    data = json.loads(CliRunner().invoke(cli, ["check", "--json", str(path)]).stdout)
+    first = next(f for f in data["findings"] if f["match_id"] == "P0")
+    assert first["message"].endswith("and 34 more") and len(first["message"]) < 250
+
+
+def test_control_characters_between_fields_are_removed(
+    sqlite_url: str, tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    config = write_config(sqlite_url)
+    stray = A.replace("</last_name>", "</last_name>\u0096")
+    out = run_json(config, str(write(tmp_path, "d.xml", users(stray))))
+    assert [f["code"] for f in out["checks"]["findings"]] == ["char-control"]
+    sent = read_delta(Path(out["batch"]["file"]))["A"]  # validates against Alma's schema
+    assert sent.find("last_name").tail is None
+
+
+def test_a_user_nested_in_a_record_is_part_of_it(tmp_path: Path) -> None:
+    nested = A.replace(
+        "</user_identifiers>",
+        "</user_identifiers><user_notes><user_note><note_text>x</note_text>"
+        "<user><primary_id>Q</primary_id></user></user_note></user_notes>",
+    )
+    from deltasync.extract import read_records
+
+    path = write(tmp_path, "n.xml", users(nested, record("B")))
+    assert [r.element.findtext("primary_id") for r in read_records(path)] == ["A", "B"]

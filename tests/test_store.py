@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from alembic import command
+from helpers import invoke, run_json
 from sqlalchemy import inspect, text
 
 from deltasync.store import create_store_engine, open_store
@@ -107,3 +110,26 @@ def test_upgrade_to_the_ledger_keeps_earlier_batches_confirmed(db_url: str) -> N
             assert member.all() == [(1, 1, "sent")]
     finally:
         engine.dispose()
+
+
+def test_upgrade_to_audit_columns_with_real_data(
+    db_url: str, write_config: Callable[..., Path], make_extract: Callable[..., Path]
+) -> None:
+    """0002 → 0003 on a store that holds runs: extracts referenced by versions, batches by
+    events. (Batch mode would copy and drop referenced tables, which foreign keys forbid.)"""
+    config = write_config(db_url)
+    run_json(config, str(make_extract(0, 60)))
+    run_json(config, str(make_extract(1, 60)))
+    engine = create_store_engine(db_url)
+    alembic = alembic_config()
+    try:
+        with engine.begin() as conn:
+            alembic.attributes["connection"] = conn
+            command.downgrade(alembic, "0002")
+            assert "baseline" not in {c["name"] for c in inspect(conn).get_columns("extract")}
+    finally:
+        engine.dispose()
+    out = run_json(config, str(make_extract(2, 60)))  # opening the store upgrades it again
+    assert out["batch"]["seq"] == 3
+    history = json.loads(invoke(config, "history", "S0000001", "--json").stdout)
+    assert history[0]["kind"] == "new" and history[0]["baseline"] is False

@@ -23,6 +23,8 @@ class Conflict:
     first: str
     """The match ID of the patron that held the value first."""
     second: str
+    value: int
+    """The value's hash (:func:`value_hash`): the value itself is not kept."""
 
 
 @dataclass
@@ -35,15 +37,20 @@ class IdentifierIndex:
     def add(self, match_id: str, values: Iterable[tuple[str, str]]) -> None:
         """Note the ``(id_type, value)`` pairs of the patron ``match_id``."""
         for id_type, value in values:
-            hashed = xxhash.xxh3_64_intdigest(value.casefold().encode())
+            hashed = value_hash(value)
             holder = self._holders.setdefault(hashed, match_id)
             if holder != match_id:
-                self.conflicts.append(Conflict(id_type, holder, match_id))
+                self.conflicts.append(Conflict(id_type, holder, match_id, hashed))
 
-    def conflicted(self) -> dict[str, list[tuple[str, str]]]:
-        """Each match ID in a conflict → the ``(id_type, other match ID)`` pairs."""
-        result: dict[str, list[tuple[str, str]]] = {}
-        for conflict in self.conflicts:
-            result.setdefault(conflict.first, []).append((conflict.id_type, conflict.second))
-            result.setdefault(conflict.second, []).append((conflict.id_type, conflict.first))
+    def conflicted(self) -> dict[str, list[tuple[str, str, int]]]:
+        """Each match ID in a conflict → the ``(id_type, other match ID, value hash)``."""
+        result: dict[str, list[tuple[str, str, int]]] = {}
+        for c in self.conflicts:
+            result.setdefault(c.first, []).append((c.id_type, c.second, c.value))
+            result.setdefault(c.second, []).append((c.id_type, c.first, c.value))
         return result
+
+
+def value_hash(value: str) -> int:
+    """How the index knows an identifier value: case-insensitive, 64 bits."""
+    return xxhash.xxh3_64_intdigest(value.casefold().encode())

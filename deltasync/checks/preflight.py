@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from lxml import etree
@@ -28,6 +29,10 @@ from .settings import CheckSettings
 
 Send = Callable[[str, str, Kind, bytes, etree._Element], None]
 """Called with ``(match key, match ID, kind, digest, record)`` for each record to send."""
+HeldBefore = Callable[[str], set[int]]
+"""The identifier value hashes a patron's stored record held, by match key (empty if new)."""
+SHOWN_OTHERS = 5
+"""Other holders named in one identifier-taken message; the rest are counted."""
 
 
 class Preflight:
@@ -40,7 +45,9 @@ class Preflight:
         rule: MatchIdRule,
         recipe: Recipe,
         today: dt.date,
+        held_before: HeldBefore | None = None,
     ) -> None:
+        self.held_before = held_before or (lambda _key: set())
         self.diff = diff
         self.rule = rule
         self.recipe = recipe
@@ -64,6 +71,8 @@ class Preflight:
         for record in read_records(path, progress, encoding):
             self.read += 1
             user = record.element
+            # Fixes first: one may change the match ID itself (a control character in it).
+            findings = self.checker.inspect(user, record.source)
             match_id = rule.value(user)
             if match_id is None:
                 message = f"the record has no {rule}"
@@ -73,7 +82,7 @@ class Preflight:
                 )
                 self.report.add([finding])
                 continue
-            findings = self.checker.inspect(user, match_id, record.source)
+            findings = [replace(f, match_id=match_id) for f in findings]
             if self.identifiers is not None:
                 self.identifiers.add(match_id, identifier_values(user))
             key = rule.key(match_id)
@@ -108,24 +117,39 @@ class Preflight:
         if self.identifiers is None:
             return
         policy = self.settings.policy("identifier-taken")
-        for match_id, others in self.identifiers.conflicted().items():
+        for match_id, conflicts in self.identifiers.conflicted().items():
             key = self.rule.key(match_id)
-            if self.diff.kind_of(key) not in SENT_KINDS:
+            sending = self.diff.kind_of(key) in SENT_KINDS
+            if not (sending or self.diff.failed(key)):
                 continue  # not sent today: Alma keeps what it has
-            where = self.diff.where_of(key)
-            source, _, line = where.rpartition(", line ")
-            described = ", ".join(f"{id_type} also held by {other}" for id_type, other in others)
+            mine = self.held_before(key)
+            # A patron whose stored record already held the value keeps it against one
+            # whose record did not: a newcomer copying a barcode must not block its holder.
+            lost = [
+                (id_type, other)
+                for id_type, other, value in conflicts
+                if value not in mine or value in self.held_before(self.rule.key(other))
+            ]
+            if not lost:
+                continue
+            source, _, line = self.diff.where_of(key).rpartition(", line ")
             finding = Finding(
                 "identifier-taken",
                 policy,
                 match_id,
                 source,
                 int(line or 0),
-                f"identifier value taken: {described}",
+                f"identifier value taken: {_described(lost)}",
             )
             self.report.add([finding])
-            if policy == Policy.ERROR:
+            if policy == Policy.ERROR and sending:
                 self.diff.hold(key, match_id, _reason([finding]))
+
+
+def _described(lost: list[tuple[str, str]]) -> str:
+    shown = ", ".join(f"{id_type} also held by {other}" for id_type, other in lost[:SHOWN_OTHERS])
+    more = len(lost) - SHOWN_OTHERS
+    return f"{shown} and {more} more" if more > 0 else shown
 
 
 def _reason(findings: list[Finding]) -> str:

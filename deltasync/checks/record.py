@@ -16,12 +16,12 @@ from typing import Any, cast
 
 from lxml import etree
 
+from ..departure import parse_alma_date
 from .codes import Policy
 from .findings import Finding
 from .settings import CODE_FIELDS, CONTACT_FIELDS, CONTACT_PARTS, CheckSettings
 
 DATE_FIELDS = ("birth_date", "expiry_date", "purge_date", "status_date")
-XS_DATE = re.compile(r"^(-?\d{4,})-(\d{2})-(\d{2})(Z|[+-]\d{2}:\d{2})?$")
 CONTROL = re.compile("[\x7f-\x9f]")
 REPLACEMENT = "\ufffd"
 _SUSPECT = re.compile("[\x7f-\x9f\ufffd]")
@@ -49,9 +49,12 @@ class RecordChecker:
         }
         self.schema = alma_schema() if self.policy["schema-invalid"] != Policy.OFF else None
 
-    def inspect(self, user: etree._Element, match_id: str | None, source: str) -> list[Finding]:
-        """Fix what the policy fixes, in place, and return every finding for ``user``."""
-        run = _Inspection(self, user, match_id, source)
+    def inspect(self, user: etree._Element, source: str) -> list[Finding]:
+        """Fix what the policy fixes, in place, and return every finding for ``user``.
+
+        Findings carry no match ID yet: a fix may change it, so the caller reads it after.
+        """
+        run = _Inspection(self, user, None, source)
         run.characters()
         run.empty_dates()
         run.code_values()
@@ -95,7 +98,8 @@ class _Inspection:
         self.source = source
         self.line = _line(user)
         self.findings: list[Finding] = []
-        self.flagged_lines: set[int] = set()
+        self.flagged: set[str] = set()
+        """Paths (as the schema names them) of elements a specific finding covers."""
 
     def wants(self, code: str) -> bool:
         return self.checker.policy[code] != Policy.OFF
@@ -110,7 +114,8 @@ class _Inspection:
         if policy == Policy.FIX and not fixed:
             policy = Policy.ERROR  # the fix could not be applied to this one
         line = (_line(at) if at is not None else 0) or self.line
-        self.flagged_lines.add(line)
+        if at is not None:
+            self.flagged.add(_path(self.user, at))
         self.findings.append(Finding(code, policy, self.match_id, self.source, line, message))
 
     def characters(self) -> None:
@@ -120,6 +125,10 @@ class _Inspection:
             text = element.text
             if text and _SUSPECT.search(text):
                 element.text = self._clean(text, element, _name(element))
+            tail = element.tail
+            if tail and element is not self.user and _SUSPECT.search(tail):
+                cleaned = self._clean(tail, element, f"text after {_name(element)}")
+                element.tail = cleaned if cleaned.strip() else None
             for attribute, value in element.attrib.items():
                 if _SUSPECT.search(str(value)):
                     where = f"{_name(element)}/@{attribute!s}"
@@ -215,12 +224,12 @@ class _Inspection:
                 text = (element.text or "").strip()
                 if not text:
                     continue  # empty: date-empty's business
-                value = parse_xs_date(text)
+                value = parse_alma_date(text)
                 if value is None:
                     if self.wants("date-invalid"):
                         self.report(
                             "date-invalid",
-                            f"{name} {text!r} is not a date like 2027-06-30Z",
+                            f"{name} is not a date like 2027-06-30Z",
                             element,
                         )
                 else:
@@ -229,7 +238,7 @@ class _Inspection:
         if expiry and purge and purge < expiry and self.wants("purge-before-expiry"):
             self.report(
                 "purge-before-expiry",
-                f"purge_date {purge.isoformat()} is before expiry_date {expiry.isoformat()}",
+                "purge_date is before expiry_date",
                 self.user.find("purge_date"),
             )
         status = (self.user.findtext("status") or "ACTIVE").strip().upper()
@@ -237,7 +246,7 @@ class _Inspection:
             if self.wants("expired-active"):
                 self.report(
                     "expired-active",
-                    f"active, but expiry_date {expiry.isoformat()} has passed",
+                    "active, but expiry_date has passed",
                     self.user.find("expiry_date"),
                 )
 
@@ -313,9 +322,9 @@ class _Inspection:
         if schema is None or schema.validate(self.user):
             return
         for error in cast(Iterable[Any], schema.error_log):
-            if error.line in self.flagged_lines:
+            if error.path in self.flagged:
                 continue  # a specific finding already names this field
-            self.flagged_lines.add(error.line)
+            self.flagged.add(error.path)
             self.findings.append(
                 Finding(
                     "schema-invalid",
@@ -323,20 +332,17 @@ class _Inspection:
                     self.match_id,
                     self.source,
                     error.line or self.line,
-                    error.message,
+                    redact(error.message),
                 )
             )
 
 
-def parse_xs_date(text: str) -> dt.date | None:
-    """The calendar date of an ``xs:date`` value, or None when it is not one."""
-    match = XS_DATE.match(text)
-    if match is None:
-        return None
-    try:
-        return dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
-    except ValueError:
-        return None
+_VALUES = re.compile(r"'[^']*'(?= is not a valid value)|(?<=The value )'[^']*'")
+
+
+def redact(message: str) -> str:
+    """A schema message without the value it quotes: findings go to logs and mail."""
+    return _VALUES.sub("(the value)", message)
 
 
 def identifier_values(user: etree._Element) -> Iterator[tuple[str, str]]:
@@ -352,6 +358,11 @@ def identifier_values(user: etree._Element) -> Iterator[tuple[str, str]]:
 
 def _name(element: etree._Element) -> str:
     return str(element.tag)
+
+
+def _path(user: etree._Element, element: etree._Element) -> str:
+    """``/user/contact_info/...``: the path lxml's schema errors give for ``element``."""
+    return str(etree.ElementTree(user).getpath(element))
 
 
 def _line(element: etree._Element) -> int:

@@ -9,7 +9,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from typing import Any
+
+from lxml import etree
 
 from .codes import RECORD_CODES, Policy
 
@@ -74,7 +78,22 @@ BUILT_IN_CODES: dict[str, tuple[str, ...]] = {
     "address_type": ("home", "work", "school", "alternative"),
 }
 
-_FIELD = re.compile(r"^[a-z_]+(\.[a-z_]+)?$|^identifier:[A-Za-z0-9_.-]+$")
+_IDENTIFIER = re.compile(r"^identifier:[A-Za-z0-9_.-]+$")
+_XS = "{http://www.w3.org/2001/XMLSchema}"
+
+
+@cache
+def schema_fields() -> dict[str, frozenset[str]]:
+    """The fields of ``<user>`` and of one address, email and phone in Alma's schema."""
+    path = resources.files("deltasync.schema") / "rest_user.xsd"
+    with resources.as_file(path) as file:
+        tree = etree.parse(str(file))
+    fields: dict[str, frozenset[str]] = {}
+    for name in ("user", "address", "email", "phone"):
+        group = tree.find(f"{_XS}complexType[@name='{name}']/{_XS}all")
+        assert group is not None, name
+        fields[name] = frozenset(str(e.get("name")) for e in group if e.get("name"))
+    return fields
 
 
 @dataclass(frozen=True)
@@ -141,14 +160,20 @@ def _mandatory(raw: object, where: str, error: Callable[[str, str], Exception]) 
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
         raise error(where, "must be a preset name ('carli'), or a list of field names and presets")
+    known = schema_fields()
     fields: list[str] = []
     for item in items:
         name = item.strip()
+        kind, _, part = name.partition(".")
         if name in PRESETS:
             fields.extend(PRESETS[name])
         elif name == "none":
             continue
-        elif _FIELD.match(name) and ("." not in name or name.split(".")[0] in CONTACT_FIELDS):
+        elif (
+            _IDENTIFIER.match(name)
+            or (not part and (name in known["user"] or name in CONTACT_FIELDS))
+            or (kind in CONTACT_FIELDS and (part in known[kind] or part in CONTACT_PARTS))
+        ):
             fields.append(name)
         else:
             raise error(
@@ -171,7 +196,15 @@ def _codes(
             raise error(
                 f"{where}.{name}", f"not a code field (known: {', '.join(sorted(CODE_FIELDS))})"
             )
-        if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-            raise error(f"{where}.{name}", "must be a list of code values")
+        if (
+            not isinstance(values, list)
+            or not values
+            or not all(isinstance(v, str) and v and v == v.strip() for v in values)
+        ):
+            raise error(
+                f"{where}.{name}",
+                "must be a non-empty list of code values without surrounding spaces "
+                "(leave the field out to not check it)",
+            )
         tables[name] = tuple(values)
     return tables

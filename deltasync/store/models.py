@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -108,6 +110,8 @@ class Batch(Base):
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     job_instance: Mapped[str | None] = mapped_column(String(64))
+    # How the file was split, so `batch rebuild` writes the same bytes after a config change.
+    records_per_part: Mapped[int | None] = mapped_column(Integer)
 
 
 class BatchEvent(Base):
@@ -156,6 +160,8 @@ class Extract(Base):
     departed: Mapped[int] = mapped_column(Integer)
     returned: Mapped[int] = mapped_column(Integer)
     held_back: Mapped[int] = mapped_column(Integer)
+    # Adopted with `baseline`: recorded as what Alma already holds, nothing sent.
+    baseline: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
 
 class Patron(Base):
@@ -187,13 +193,18 @@ class PatronVersion(Base):
     """One distinct version of a patron's record, kept for audit and for expirations."""
 
     __tablename__ = "patron_version"
-    __table_args__ = (Index("ix_patron_version_patron_id_id", "patron_id", "id"),)
+    __table_args__ = (
+        Index("ix_patron_version_patron_id_id", "patron_id", "id"),
+        # `changes --since` reads versions by when they were first seen.
+        Index("ix_patron_version_first_seen", "first_seen"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     patron_id: Mapped[int] = mapped_column(ForeignKey("patron.id"))
     kind: Mapped[str] = mapped_column(String(10))
     digest: Mapped[bytes] = mapped_column(LargeBinary(16))
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    # NULL once retention pruned a superseded version; its digest and dates stay.
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
     first_seen: Mapped[dt.datetime] = mapped_column(Timestamp())
     last_seen: Mapped[dt.datetime] = mapped_column(Timestamp())
     extract_id: Mapped[int | None] = mapped_column(ForeignKey("extract.id"))

@@ -131,9 +131,12 @@ def rehash(conn: Connection, feed: FeedRow, recipe: Recipe) -> int:
                 version_t.c.id, version_t.c.patron_id, version_t.c.digest, version_t.c.payload
             ).where(version_t.c.patron_id.in_([p.id for p in patrons]))
         ).all()
-        new_digest = {v.id: recipe.digest_payload(bytes(v.payload)) for v in versions}
+        # A pruned version keeps its old digest: it is history, never compared again.
+        new_digest = {
+            v.id: recipe.digest_payload(bytes(v.payload)) for v in versions if v.payload is not None
+        }
         renamed = {(v.patron_id, bytes(v.digest)): new_digest[v.id] for v in versions}
-        if versions:
+        if new_digest:
             conn.execute(
                 update(version_t)
                 .where(version_t.c.id == bindparam("vid"))
@@ -275,6 +278,32 @@ def last_sent(conn: Connection, patron_ids: list[int]) -> Iterator[LastSent]:
         )
         for row in rows:
             yield LastSent(row.id, row.match_key, row.match_id, row.expiry_date, bytes(row.payload))
+
+
+def current_payload(conn: Connection, patron_id: int) -> bytes:
+    """The stored record a patron's snapshot holds now."""
+    payload = conn.execute(
+        select(version_t.c.payload)
+        .join(patron_t, patron_t.c.current_version_id == version_t.c.id)
+        .where(patron_t.c.id == patron_id)
+    ).scalar_one()
+    return bytes(payload)
+
+
+def has_patrons(conn: Connection, feed_id: int) -> bool:
+    """Whether the feed's snapshot holds anyone."""
+    found = conn.execute(select(patron_t.c.id).where(patron_t.c.feed_id == feed_id).limit(1))
+    return found.first() is not None
+
+
+def adopt(conn: Connection, feed_id: int, extract_id: int) -> None:
+    """Record the snapshot as what Alma holds: every patron confirmed, the extract a baseline."""
+    conn.execute(
+        update(patron_t)
+        .where(patron_t.c.feed_id == feed_id)
+        .values(confirmed_digest=patron_t.c.digest)
+    )
+    conn.execute(update(extract_t).where(extract_t.c.id == extract_id).values(baseline=True))
 
 
 def batch_file_names(conn: Connection, feed_id: int) -> set[str]:

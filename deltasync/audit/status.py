@@ -1,4 +1,4 @@
-"""Read-only questions about a feed: its status, its batches, one patron's history."""
+"""Where a feed stands: counts, the last extract, every batch and its ledger state."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from .config import FeedConfig
-from .errors import NotFound
-from .store import Store, ledger
-from .store import snapshot as snap
+from ..config import FeedConfig
+from ..errors import NotFound
+from ..store import Store, ledger
+from ..store import snapshot as snap
 
 
 @dataclass(frozen=True)
@@ -70,22 +70,6 @@ class FeedStatus:
     failed_batches: list[BatchRow] = field(default_factory=list)
     awaiting_confirmation: int = 0
     """Patrons whose current record Alma has not confirmed."""
-
-
-@dataclass(frozen=True)
-class VersionRow:
-    """One stored version of a patron's record."""
-
-    kind: str
-    first_seen: dt.datetime
-    last_seen: dt.datetime
-    batch_seq: int | None
-    batch_file: str | None
-    batch_status: str | None
-    digest: str
-    record: str
-    carried_by: list[tuple[int, str]] = field(default_factory=list)
-    """Every batch that carried this version, (sequence, ledger state), oldest first."""
 
 
 def as_json(value: Any) -> Any:
@@ -190,56 +174,45 @@ def _batches(conn: Any, feed_id: int) -> list[BatchRow]:
     ]
 
 
-def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
-    """Every stored version of one patron, oldest first, with the batch that carried it."""
-    key = feed.match_id.key(match_id.strip())
-    p, v, b = snap.patron_t.c, snap.version_t.c, snap.batch_t.c
+@dataclass(frozen=True)
+class Member:
+    """A patron one batch carried."""
+
+    match_id: str
+    kind: str
+    """The kind of the version carried: new, changed, returned or departed."""
+    outcome: str
+    """sent, or rejected when Alma refused it."""
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class BatchDetail:
+    """One batch: its ledger row, its patrons and its ledger history."""
+
+    batch: BatchRow
+    members: list[Member]
+    events: list[tuple[dt.datetime, str, str | None]]
+
+
+def batch_detail(store: Store, feed: FeedConfig, seq: int) -> BatchDetail:
+    """Batch ``seq`` of ``feed`` with every patron it carried and every ledger event."""
+    m, p, v = ledger.member_t.c, snap.patron_t.c, snap.version_t.c
     with store.begin() as conn:
         row = snap.find_feed(conn, feed.name)
-        patron_id = (
-            None
-            if row is None
-            else conn.execute(
-                select(p.id).where(p.feed_id == row.id, p.match_key == key)
-            ).scalar_one_or_none()
-        )
-        if patron_id is None:
-            raise NotFound(f"feed {feed.name!r} has no patron with match ID {match_id!r}")
-        rows = conn.execute(
-            select(
-                v.id,
-                v.kind,
-                v.first_seen,
-                v.last_seen,
-                v.digest,
-                v.payload,
-                b.seq,
-                b.file_name,
-                b.status,
+        found = None if row is None else ledger.batch_by_seq(conn, row.id, seq)
+        if row is None or found is None:
+            raise NotFound(f"feed {feed.name!r} has no batch {seq}")
+        [batch] = [b for b in _batches(conn, row.id) if b.seq == seq]
+        members = [
+            Member(r.match_id, r.kind, r.outcome, r.reason)
+            for r in conn.execute(
+                select(p.match_id, v.kind, m.outcome, m.reason)
+                .join(snap.patron_t, p.id == m.patron_id)
+                .join(snap.version_t, v.id == m.version_id)
+                .where(m.batch_id == found.id)
+                .order_by(p.match_key)
             )
-            .outerjoin(snap.batch_t, b.id == v.batch_id)
-            .where(v.patron_id == patron_id)
-            .order_by(v.id)
-        ).all()
-        carriers: dict[int, list[tuple[int, str]]] = {}
-        for version_id, seq, status in conn.execute(
-            select(ledger.member_t.c.version_id, b.seq, b.status)
-            .join(snap.batch_t, b.id == ledger.member_t.c.batch_id)
-            .where(ledger.member_t.c.patron_id == patron_id)
-            .order_by(b.seq)
-        ):
-            carriers.setdefault(int(version_id), []).append((int(seq), str(status)))
-    return [
-        VersionRow(
-            r.kind,
-            r.first_seen,
-            r.last_seen,
-            r.seq,
-            r.file_name,
-            r.status,
-            bytes(r.digest).hex(),
-            bytes(r.payload).decode("utf-8"),
-            carriers.get(int(r.id), []),
-        )
-        for r in rows
-    ]
+        ]
+        events = ledger.events(conn, found.id)
+    return BatchDetail(batch, members, events)

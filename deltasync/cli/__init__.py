@@ -1,0 +1,19 @@
+"""The ``deltasync`` command: a thin click layer over the library.
+
+``app`` holds the group and what every command shares; the commands live in modules named for
+who uses them: ``daily`` (the scheduled run), ``audit`` (the feed and its batches),
+``patrons`` (a patron's history, changes across patrons), ``recovery`` (repairs).
+"""
+
+from __future__ import annotations
+
+from . import audit, daily, patrons, recovery
+from .app import cli
+
+__all__ = ["cli", "main"]
+_COMMANDS = (audit, daily, patrons, recovery)  # imported for their @cli.command registrations
+
+
+def main() -> None:
+    """Entry point of the ``deltasync`` console script."""
+    cli(prog_name="deltasync")

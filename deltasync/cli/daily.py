@@ -1,0 +1,213 @@
+"""The daily job's commands: run, diff (a dry run) and check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from .. import job
+from ..checks import CheckSettings, Policy, check_file
+from ..checks.findings import summary_lines
+from ..config import FeedConfig, locate
+from ..matchid import MatchIdRule
+from .app import (
+    CONTEXT_SETTINGS,
+    EXIT_ATTENTION,
+    AppContext,
+    F,
+    cli,
+    exit_for_attention,
+    json_option,
+    pass_app,
+    reports_errors,
+    when,
+)
+
+PROGRESS_MIN_BYTES = 5 * 1024 * 1024
+RUN_DETAILS = 50
+"""Findings listed one by one in ``run``'s text output; ``--json`` and ``check`` list more."""
+
+
+def _extract_argument(command: F) -> F:
+    return click.argument(
+        "extract", required=False, type=click.Path(dir_okay=False, path_type=Path)
+    )(command)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@_extract_argument
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; change nothing.")
+@click.option("--force", is_flag=True, help="Run even when a guard would refuse.")
+@json_option
+@pass_app
+@reports_errors
+def run(app: AppContext, extract: Path | None, dry_run: bool, force: bool, as_json: bool) -> None:
+    """Diff EXTRACT against the snapshot and write the delta file: the daily job.
+
+    EXTRACT is a full SIS export (.xml, .xml.gz or .zip). Without it the feed's `extract`
+    setting is used (a path or a glob; the newest match is taken).
+
+    \b
+    Example:
+      deltasync run incoming/patrons-2027-01-04.xml --json
+    """
+    _run(app, extract, dry_run=dry_run, force=force, as_json=as_json)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@_extract_argument
+@click.option("--force", is_flag=True, help="Show the diff even when a guard would refuse.")
+@json_option
+@pass_app
+@reports_errors
+def diff(app: AppContext, extract: Path | None, force: bool, as_json: bool) -> None:
+    """Show what `run` would send for EXTRACT, changing nothing (same as run --dry-run).
+
+    \b
+    Example:
+      deltasync diff incoming/patrons-2027-01-04.xml
+    """
+    _run(app, extract, dry_run=True, force=force, as_json=as_json)
+
+
+@cli.command(context_settings=CONTEXT_SETTINGS)
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+@pass_app
+@reports_errors
+def check(app: AppContext, file: Path, as_json: bool) -> None:
+    """Check FILE, an extract or a delta zip, for what Alma would reject; change nothing.
+
+    Prints counts per code, then each finding with its match ID and line. Uses the feed's
+    checks when a configuration is found, else the defaults (CARLI I-Share). Exit 0 when no
+    record would be held back, 4 when some would, 1 when the file itself is unreadable.
+
+    \b
+    Example:
+      deltasync check incoming/patrons-2027-01-04.xml --json
+    """
+    timezone: dt.tzinfo = dt.UTC
+    settings, rule, encoding = CheckSettings(), MatchIdRule(), "utf-8"
+    if app.config_path is not None or locate(None).exists():
+        feed = app.feed
+        settings, rule, encoding, timezone = (
+            feed.checks,
+            feed.match_id,
+            feed.encoding,
+            feed.timezone,
+        )
+    today = dt.datetime.now(timezone).date()
+    found = check_file(file, settings, rule=rule, today=today, encoding=encoding)
+    if as_json:
+        data = {"file": str(found.path), "records": found.records, **found.report.as_json()}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(f"{found.path}: {found.records} records")
+        for line in summary_lines(found.report):
+            click.echo(line)
+    if found.report.count(Policy.ERROR):
+        raise SystemExit(EXIT_ATTENTION)
+
+
+def _run(
+    app: AppContext, extract: Path | None, *, dry_run: bool, force: bool, as_json: bool
+) -> None:
+    feed = app.feed
+    path = extract if extract is not None else _configured_extract(feed)
+    if not path.is_file():
+        raise click.ClickException(f"{path}: extract not found")
+    with app.store() as store, _progress(path) as progress:
+        result = job.run(
+            store,
+            feed,
+            path,
+            alma=app.config.alma,
+            dry_run=dry_run,
+            force=force,
+            progress=progress,
+        )
+    if as_json:
+        click.echo(json.dumps(result.as_json(), indent=2))
+    else:
+        _print_run(result)
+    exit_for_attention(result)
+
+
+def _configured_extract(feed: FeedConfig) -> Path:
+    if feed.extract is None:
+        raise click.UsageError(
+            f"no EXTRACT given and feed {feed.name!r} sets no `extract` in the configuration"
+        )
+    matches = [Path(p) for p in glob.glob(feed.extract) if Path(p).is_file()]
+    if not matches:
+        raise click.ClickException(
+            f"feed {feed.name!r}: no file matches extract = {feed.extract!r}"
+        )
+    return max(matches, key=lambda p: (p.stat().st_mtime, p.name))
+
+
+@contextmanager
+def _progress(path: Path) -> Iterator[Callable[[int], None] | None]:
+    size = path.stat().st_size
+    if not sys.stderr.isatty() or size < PROGRESS_MIN_BYTES:
+        yield None
+        return
+    with click.progressbar(length=size, label=f"reading {path.name}", file=sys.stderr) as bar:
+        seen = 0
+
+        def advance(position: int) -> None:
+            nonlocal seen
+            if position > seen:
+                bar.update(position - seen)
+                seen = position
+
+        yield advance
+
+
+def _print_run(result: job.RunResult) -> None:
+    prefix = "dry run: " if result.dry_run else ""
+    click.echo(f"{prefix}feed {result.feed}: {result.extract}")
+    if result.already_ingested_at is not None:
+        click.echo(f"  already ingested {when(result.already_ingested_at)}; no new changes")
+    else:
+        _print_diff(result)
+    if result.batch is not None:
+        b = result.batch
+        carried = f", {result.carried_over} carried over" if result.carried_over else ""
+        click.echo(f"  batch {b.seq}: {b.file} ({b.records} records{carried}, {b.parts} part(s))")
+    elif not result.dry_run:
+        click.echo("  nothing to send: no file written")
+    for event in result.ledger_events:
+        click.echo(f"  ledger: {event}")
+    for reason in result.attention:
+        click.echo(f"  ATTENTION: {reason}")
+
+
+def _print_diff(result: job.RunResult) -> None:
+    c = result.counts
+    click.echo(
+        f"  {result.records} patrons: {c.new} new, {c.changed} changed, {c.unchanged} "
+        f"unchanged, {c.departed} departed, {c.returned} returned, {c.held_back} held back"
+    )
+    if result.departed_without_record:
+        click.echo(
+            f"  {result.departed_without_record} departed patrons already expire in "
+            "Alma: no expiration record needed"
+        )
+    if result.rehashed:
+        click.echo(f"  hash recipe changed: re-hashed {result.rehashed} snapshot records")
+    for held in result.held_back:
+        where = "; ".join(held.where)
+        click.echo(f"  held back {held.match_id or '(no match ID)'}: {held.reason} ({where})")
+    for orphan in result.orphans:
+        click.echo(f"  set aside {orphan}: a crashed run left it and the store never recorded it")
+    if result.findings.total:
+        for line in summary_lines(result.findings, details=RUN_DETAILS):
+            click.echo(f"  {line}")

@@ -1,0 +1,138 @@
+"""Repairs staff ask for: re-create a batch's file, and send chosen patrons again.
+
+Delta files are deterministic: the same records, split the same way, stamped with the same
+time, give the same bytes. ``rebuild_batch`` relies on that to re-create a file whose outbox
+copy and server copy are both gone, and checks the result against the SHA-256 in the ledger.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Connection, select, update
+
+from . import outbox
+from .config import FeedConfig
+from .errors import DeltasyncError, NotFound
+from .store import Store
+from .store import ledger as led
+from .store import snapshot as snap
+from .store.lock import feed_lock
+
+CHUNK = 1000
+
+
+class RebuildError(DeltasyncError):
+    """A batch file cannot be re-created as it was."""
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """A re-created batch file."""
+
+    seq: int
+    path: Path
+    sha256: str
+    records: int
+
+
+def rebuild_batch(store: Store, feed: FeedConfig, seq: int, folder: Path | None = None) -> Rebuilt:
+    """Write batch ``seq``'s file again into ``folder`` (default: the outbox), byte for byte.
+
+    Refuses to overwrite a file that is there, and removes its own output again when the
+    bytes do not match the ledger's SHA-256 (say, payloads pruned by retention).
+    """
+    target = folder or feed.outbox
+    with store.begin() as conn:
+        feed_row = snap.find_feed(conn, feed.name)
+        batch = None if feed_row is None else led.batch_by_seq(conn, feed_row.id, seq)
+        if feed_row is None or batch is None:
+            raise NotFound(f"feed {feed.name!r} has no batch {seq}")
+        row = conn.execute(select(snap.batch_t).where(snap.batch_t.c.id == batch.id)).one()
+        if (target / row.file_name).exists():
+            raise RebuildError(
+                f"{target / row.file_name} exists; move it away first (deltasync never "
+                "overwrites a delta file)"
+            )
+        versions = _members(conn, batch.id)
+        if len(versions) != row.records:
+            raise RebuildError(
+                f"batch {seq} carried {row.records} records but the store links "
+                f"{len(versions)}: patrons forgotten by retention cannot be sent again as they were"
+            )
+        per_part = row.records_per_part or feed.records_per_part
+        delta = outbox.write(
+            target,
+            row.file_name,
+            _payloads(conn, versions, seq),
+            total=len(versions),
+            records_per_part=per_part,
+            created_at=row.created_at,
+        )
+    if delta.sha256 != row.sha256:
+        outbox.discard(delta)
+        raise RebuildError(
+            f"batch {seq}: the re-created file differs from the original (SHA-256 "
+            f"{delta.sha256[:12]}… instead of {row.sha256[:12]}…); records_per_part or the "
+            "zlib library may have changed since it was built"
+        )
+    outbox.publish(delta)
+    return Rebuilt(seq, target / row.file_name, delta.sha256, delta.records)
+
+
+def _members(conn: Connection, batch_id: int) -> list[int]:
+    """The version ids a batch carried, in the order the file holds them (by match key)."""
+    m, p = led.member_t.c, snap.patron_t.c
+    rows = conn.execute(
+        select(m.version_id)
+        .join(snap.patron_t, p.id == m.patron_id)
+        .where(m.batch_id == batch_id)
+        .order_by(p.match_key)
+    )
+    return [int(vid) for (vid,) in rows]
+
+
+def _payloads(conn: Connection, versions: list[int], seq: int) -> Iterator[bytes]:
+    v = snap.version_t.c
+    for start in range(0, len(versions), CHUNK):
+        chunk = versions[start : start + CHUNK]
+        found = dict(conn.execute(select(v.id, v.payload).where(v.id.in_(chunk))).all())
+        for vid in chunk:
+            payload = found.get(vid)
+            if payload is None:
+                raise RebuildError(
+                    f"batch {seq}: a record it carried was pruned by retention "
+                    "(retention_days); the file cannot be re-created"
+                )
+            yield bytes(payload)
+
+
+def resend(store: Store, feed: FeedConfig, match_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Put these patrons into the next delta (their current record, in full), as if Alma
+    had never confirmed it; returns (marked, unknown). Clears a rejection too."""
+    p = snap.patron_t.c
+    marked: list[str] = []
+    unknown: list[str] = []
+    with feed_lock(store, feed.name), store.begin() as conn:
+        feed_row = snap.find_feed(conn, feed.name)
+        for match_id in dict.fromkeys(m.strip() for m in match_ids if m.strip()):
+            key = feed.match_id.key(match_id)
+            found = (
+                None
+                if feed_row is None
+                else conn.execute(
+                    select(p.id).where(p.feed_id == feed_row.id, p.match_key == key)
+                ).scalar_one_or_none()
+            )
+            if found is None:
+                unknown.append(match_id)
+                continue
+            conn.execute(
+                update(snap.patron_t)
+                .where(p.id == found)
+                .values(confirmed_digest=None, rejected_digest=None, rejected_reason=None)
+            )
+            marked.append(match_id)
+    return marked, unknown

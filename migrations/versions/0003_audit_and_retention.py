@@ -1,0 +1,38 @@
+"""audit and retention: prunable payloads, baseline extracts, rebuildable batches
+
+New columns are added with plain ALTER TABLE, not batch mode: on SQLite batch mode copies and
+drops the table, which foreign keys from other tables forbid once it holds rows. Only
+patron_version, which no foreign key refers to, is rebuilt (to make payload nullable).
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-28
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | None = None
+depends_on: str | None = None
+
+
+def upgrade() -> None:
+    op.add_column("batch", sa.Column("records_per_part", sa.Integer(), nullable=True))
+    op.add_column(
+        "extract", sa.Column("baseline", sa.Boolean(), server_default=sa.false(), nullable=False)
+    )
+    with op.batch_alter_table("patron_version", schema=None) as batch_op:
+        batch_op.alter_column("payload", existing_type=sa.LargeBinary(), nullable=True)
+        batch_op.create_index("ix_patron_version_first_seen", ["first_seen"], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("patron_version", schema=None) as batch_op:
+        batch_op.drop_index("ix_patron_version_first_seen")
+        batch_op.alter_column("payload", existing_type=sa.LargeBinary(), nullable=False)
+    op.drop_column("extract", "baseline")
+    op.drop_column("batch", "records_per_part")
