@@ -33,6 +33,19 @@ MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
 MAX_COMPRESSION_RATIO = 200
 """Real XML compresses 10-30 times; far beyond that is a zip bomb."""
 GZIP_MAGIC = b"\x1f\x8b"
+_C1_BYTES = re.compile(rb"\xc2[\x80-\x9f]")
+
+
+def _suspect(data: bytes) -> bool:
+    # Separate searches: each is a memchr-speed scan, where one alternation is not.
+    return (
+        b"\x7f" in data
+        or b"&#" in data
+        or b"\xef\xbf\xbd" in data
+        or _C1_BYTES.search(data) is not None
+    )
+
+
 ZIP_MAGIC = b"PK\x03\x04"
 EMPTY_ZIP_MAGIC = b"PK\x05\x06"
 USER_TAG = "{*}user"
@@ -45,6 +58,9 @@ class SourceRecord:
     element: etree._Element
     source: str
     line: int
+    plain: bool = False
+    """True when no byte read so far could be a control character, U+FFFD or a character
+    reference: the record needs no character checks (the usual case, and a costly walk)."""
 
     @property
     def where(self) -> str:
@@ -167,6 +183,8 @@ class _Utf8Guard:
         self.content = False
         self.lines = 1
         self.eof = False
+        self.suspect = False
+        self.carry = b""
 
     def read(self, size: int = -1) -> bytes:
         data = self.inner.read(size)
@@ -193,6 +211,11 @@ class _Utf8Guard:
                 f"{self.source}: not UTF-8 at byte offset {at} (bytes {bad.hex(' ')}){hint}",
                 code="file-not-utf8",
             ) from exc
+        if not self.suspect:
+            # The bytes of U+007F-U+009F and U+FFFD in UTF-8, or "&#" (a reference could
+            # name one); carry two bytes so a sequence split between reads is seen.
+            self.suspect = _suspect(self.carry + data)
+            self.carry = data[-2:]
         self.content = self.content or bool(data.strip())
         self.offset += len(data)
         self.lines += data.count(b"\n")
@@ -227,7 +250,8 @@ def _parse(
                     "itself or a numeric reference)",
                     code="xml-entity",
                 )
-            yield SourceRecord(strip_formatting(element), source, element.sourceline or 0)
+            plain = guard is not None and not guard.suspect
+            yield SourceRecord(strip_formatting(element), source, element.sourceline or 0, plain)
             # Free the record and everything before it: memory stays flat.
             element.clear(keep_tail=False)
             parent = element.getparent()

@@ -377,6 +377,7 @@ class _Run:
         self.recipe = Recipe(feed.ignore)
         self.delta: outbox.DeltaFile | None = None
         self.feed_id = 0
+        self.fixes_before: str | None = None
 
     def discard_file(self) -> None:
         if self.delta is not None:
@@ -453,6 +454,7 @@ class _Run:
     ) -> tuple[RunResult, int, int]:
         """Diff the extract and make it the snapshot's desired state; no file is written."""
         rehashed = snap.rehash(conn, feed_row, self.recipe)
+        self.fixes_before = feed_row.fixes
         diff = Diff(snap.load_index(conn, feed_row.id))
         stager = snap.Stager(conn, feed_row.id)
         report = self._scan(diff, stager)
@@ -513,9 +515,18 @@ class _Run:
             user = parse_payload(snap.current_payload(stager.conn, entry.patron_id))
             return {value_hash(value) for _type, value in identifier_values(user)}
 
+        fixes = self.feed.checks.fixes
         preflight = Preflight(
-            diff, self.feed.checks, self.feed.match_id, self.recipe, today, held_before
+            diff,
+            self.feed.checks,
+            self.feed.match_id,
+            self.recipe,
+            today,
+            held_before,
+            trust_snapshot=self.fixes_before == fixes,
         )
+        if not self.dry_run:
+            snap.record_fixes(stager.conn, self.feed_id, fixes)
         recipe = self.recipe
 
         def stage(key: str, match_id: str, kind: Kind, digest: bytes, user: Any) -> None:

@@ -167,3 +167,24 @@ def test_batch_show_lists_patrons_and_ledger_history(
     assert "    B  departed" in text.stdout
     missing = invoke(config, "batch", "show", "99")
     assert missing.exit_code == 1 and "has no batch 99" in missing.output
+
+
+def test_a_file_taken_back_unread_does_not_count_as_sent(
+    three_days: tuple[Path, list[dict[str, object]]],
+) -> None:
+    config, _ = three_days
+    folder = config.parent
+    a3 = A2.replace("<last_name>Doe", "<last_name>Roe")
+    out = run_json(config, str(write(folder, "day3.xml", users(a3))))
+    assert out["batch"]["seq"] == 4  # batch 3 still waited unread: taken back, superseded
+    versions = json.loads(invoke(config, "history", "A", "--json").stdout)
+    assert [v["carried_by"] for v in versions[2:]] == [[[3, "superseded"]], [[4, "uploaded"]]]
+    batches = json.loads(invoke(config, "batches", "--json").stdout)
+    as_of = batches[2]["uploaded_at"]  # the moment batch 3 reached the folder
+    assert as_of is not None and as_of < batches[3]["uploaded_at"]
+    then = json.loads(
+        invoke(config, "show", "A", "--view", "sent", "--as-of", as_of, "--format", "json").stdout
+    )
+    assert then["batch"] == 2  # what Alma could have read at that moment
+    now = json.loads(invoke(config, "show", "A", "--view", "sent", "--format", "json").stdout)
+    assert now["batch"] == 4 and now["user"]["last_name"] == "Roe"

@@ -447,3 +447,29 @@ def test_a_user_nested_in_a_record_is_part_of_it(tmp_path: Path) -> None:
 
     path = write(tmp_path, "n.xml", users(nested, record("B")))
     assert [r.element.findtext("primary_id") for r in read_records(path)] == ["A", "B"]
+
+
+def test_a_fix_turned_on_reaches_unchanged_records_once(
+    db_url: str, tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    """Unchanged records skip the fixes while the fixes stay the same; a new fix re-checks."""
+    lower = A.replace("<record_type>PUBLIC", "<record_type>public")
+    empty = record("B").replace("<status>", "<birth_date/><status>")  # needs date-empty daily
+    text = users(lower, empty)
+    policy = {"code-case": "warn"}
+    config = write_config(db_url, checks={"policy": policy})
+    out = run_json(config, str(write(tmp_path, "d0.xml", text)))
+    assert {(f["match_id"], f["code"], f["policy"]) for f in out["checks"]["findings"]} == {
+        ("A", "code-case", "warn"),
+        ("B", "date-empty", "fix"),
+    }
+    # The same records again: B still needs its fix every day, yet is unchanged.
+    same = run_json(config, str(write(tmp_path, "d1.xml", text.replace("\n", "\r\n"))))
+    assert same["counts"]["unchanged"] == 2 and same["batch"] is None
+    write_config(db_url, checks={"policy": {**policy, "code-case": "fix"}})
+    fixed = run_json(config, str(write(tmp_path, "d2.xml", text + "\n")))
+    assert fixed["counts"]["changed"] == 1 and fixed["counts"]["unchanged"] == 1
+    sent = read_delta(Path(fixed["batch"]["file"]))
+    assert set(sent) == {"A"} and sent["A"].findtext("record_type") == "PUBLIC"
+    again = run_json(config, str(write(tmp_path, "d3.xml", text + "\n\n")))
+    assert again["counts"]["unchanged"] == 2 and again["batch"] is None

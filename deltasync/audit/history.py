@@ -145,9 +145,14 @@ def show(store: Store, feed: FeedConfig, match_id: str, *, as_of: dt.datetime, v
             moment: Any
             if view == View.SENT:
                 moment = func.coalesce(b.uploaded_at, b.created_at)
-                done = or_(
-                    b.uploaded_at.is_not(None),
-                    and_(b.status == ledger.CONFIRMED, b.uploaded_at.is_(None)),
+                # Delivered, or written by a feed without delivery; a file taken back
+                # unread (superseded) never reached Alma.
+                done = and_(
+                    b.status != ledger.SUPERSEDED,
+                    or_(
+                        b.uploaded_at.is_not(None),
+                        and_(b.status == ledger.CONFIRMED, b.uploaded_at.is_(None)),
+                    ),
                 )
             else:
                 moment = b.resolved_at

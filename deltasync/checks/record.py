@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Any, cast
@@ -49,22 +49,33 @@ class RecordChecker:
         }
         self.schema = alma_schema() if self.policy["schema-invalid"] != Policy.OFF else None
 
-    def inspect(self, user: etree._Element, source: str) -> list[Finding]:
-        """Fix what the policy fixes, in place, and return every finding for ``user``.
+    def fix(self, user: etree._Element, source: str, *, plain: bool = False) -> _Inspection:
+        """Apply the safe fixes to ``user`` in place (every record needs this before its
+        digest) and note what they found; :meth:`check` finishes the inspection.
 
         Findings carry no match ID yet: a fix may change it, so the caller reads it after.
+        ``plain`` says the reader saw no byte that could be a suspect character.
         """
         run = _Inspection(self, user, None, source)
-        run.characters()
+        if not plain:
+            run.characters()
         run.empty_dates()
         run.code_values()
         run.preferred()
+        return run
+
+    def check(self, run: _Inspection) -> list[Finding]:
+        """The checks that only report, for a record about to be sent; every finding."""
         run.dates()
         run.account_type()
         run.repeated_identifiers()
         run.mandatory()
         run.schema()
         return run.findings
+
+    def inspect(self, user: etree._Element, source: str) -> list[Finding]:
+        """Fix and check ``user``: every finding."""
+        return self.check(self.fix(user, source))
 
 
 _RECORD_LEVEL = (
@@ -100,6 +111,28 @@ class _Inspection:
         self.findings: list[Finding] = []
         self.flagged: set[str] = set()
         """Paths (as the schema names them) of elements a specific finding covers."""
+        self.fields: dict[str, list[etree._Element]] = {}
+        """The children of ``<user>`` by name: one walk serves every check (lxml's searches
+        cost more than the checks themselves)."""
+        for child in user:
+            self.fields.setdefault(str(child.tag), []).append(child)
+        self.contacts: dict[str, list[etree._Element]] = {}
+        self.chosen: dict[str, etree._Element | None] = {}
+
+    def identifier_values(self) -> list[tuple[str, str]]:
+        """``(id_type, value)`` of the primary ID and every additional identifier."""
+        found = [("primary_id", self.text("primary_id"))] if self.text("primary_id") else []
+        for group in self.fields.get("user_identifiers", ()):
+            for identifier in group:
+                value = (identifier.findtext("value") or "").strip()
+                if value:
+                    found.append(((identifier.findtext("id_type") or "?").strip(), value))
+        return found
+
+    def text(self, name: str) -> str:
+        """The text of the first ``<user>`` field called ``name``, stripped."""
+        found = self.fields.get(name)
+        return (found[0].text or "").strip() if found else ""
 
     def wants(self, code: str) -> bool:
         return self.checker.policy[code] != Policy.OFF
@@ -121,6 +154,8 @@ class _Inspection:
     def characters(self) -> None:
         if not (self.wants("char-control") or self.wants("char-replacement")):
             return
+        if not _SUSPECT.search(etree.tostring(self.user, encoding="unicode")):
+            return  # the usual case: one serialisation and one search, no walk
         for element in self.user.iter(tag=etree.Element):
             text = element.text
             if text and _SUSPECT.search(text):
@@ -153,18 +188,19 @@ class _Inspection:
         if not self.wants("date-empty"):
             return
         for name in DATE_FIELDS:
-            for element in self.user.findall(name):
+            for element in list(self.fields.get(name, ())):
                 if (element.text or "").strip() or len(element):
                     continue
                 if self.fixes("date-empty"):
                     self.report("date-empty", f"dropped empty <{name}/>", element, fixed=True)
                     self.user.remove(element)
+                    self.fields[name].remove(element)
                 else:
                     self.report("date-empty", f"<{name}/> is empty", element)
 
     def code_values(self) -> None:
         for name, (values, folded) in self.checker.tables.items():
-            for element in self.user.iterfind(CODE_FIELDS[name]):
+            for element in self._find(CODE_FIELDS[name]):
                 value = (element.text or "").strip()
                 if not value or value in values:
                     continue
@@ -187,9 +223,15 @@ class _Inspection:
                         "code-unknown", f"{name} {value!r} is not in the code table", element
                     )
 
+    def _find(self, path: str) -> list[etree._Element]:
+        """The elements at ``path`` below ``<user>``, starting from the indexed children."""
+        first, _, rest = path.partition("/")
+        found = self.fields.get(first, [])
+        return [e for parent in found for e in parent.iterfind(rest)] if rest else found
+
     def preferred(self) -> None:
         for kind, (path, _field) in CONTACT_FIELDS.items():
-            items = self.user.findall(path)
+            items = self.contacts[kind] = self._find(path)
             chosen = [i for i in items if i.get("preferred", "").strip() in TRUE_VALUES]
             missing_code = f"{kind}-no-preferred"
             if items and not chosen and missing_code in self.checker.policy:
@@ -220,7 +262,7 @@ class _Inspection:
     def dates(self) -> None:
         parsed: dict[str, dt.date] = {}
         for name in DATE_FIELDS:
-            for element in self.user.findall(name):
+            for element in self.fields.get(name, ()):
                 text = (element.text or "").strip()
                 if not text:
                     continue  # empty: date-empty's business
@@ -239,20 +281,20 @@ class _Inspection:
             self.report(
                 "purge-before-expiry",
                 "purge_date is before expiry_date",
-                self.user.find("purge_date"),
+                self.fields["purge_date"][0],
             )
-        status = (self.user.findtext("status") or "ACTIVE").strip().upper()
+        status = (self.text("status") or "ACTIVE").upper()
         if expiry and expiry < self.checker.today and status == "ACTIVE":
             if self.wants("expired-active"):
                 self.report(
                     "expired-active",
                     "active, but expiry_date has passed",
-                    self.user.find("expiry_date"),
+                    self.fields["expiry_date"][0],
                 )
 
     def account_type(self) -> None:
-        element = self.user.find("account_type")
-        value = "" if element is None else (element.text or "").strip()
+        element = self.fields.get("account_type", [None])[0]
+        value = self.text("account_type")
         if value and value.upper() != "EXTERNAL" and self.wants("account-not-external"):
             self.report(
                 "account-not-external",
@@ -264,10 +306,10 @@ class _Inspection:
         if not self.wants("identifier-repeated"):
             return
         seen: dict[str, str] = {}
-        primary = (self.user.findtext("primary_id") or "").strip()
+        primary = self.text("primary_id")
         if primary:
             seen[primary.casefold()] = "the primary ID"
-        for identifier in self.user.iterfind("user_identifiers/user_identifier"):
+        for identifier in self._find("user_identifiers/user_identifier"):
             value = (identifier.findtext("value") or "").strip()
             id_type = (identifier.findtext("id_type") or "?").strip()
             if not value:
@@ -299,7 +341,7 @@ class _Inspection:
             return any(
                 (i.findtext("id_type") or "").strip() == id_type
                 and (i.findtext("value") or "").strip()
-                for i in self.user.iterfind("user_identifiers/user_identifier")
+                for i in self._find("user_identifiers/user_identifier")
             )
         kind, _, part = name.partition(".")
         if kind in CONTACT_FIELDS:
@@ -308,14 +350,14 @@ class _Inspection:
                 return False
             path = CONTACT_PARTS.get(part, part) if part else CONTACT_FIELDS[kind][1]
             return any((e.text or "").strip() for e in contact.iterfind(path))
-        return any((e.text or "").strip() for e in self.user.iterfind(name))
+        return any((e.text or "").strip() for e in self.fields.get(name, ()))
 
     def _preferred(self, kind: str) -> etree._Element | None:
-        items = self.user.findall(CONTACT_FIELDS[kind][0])
-        for item in items:
-            if item.get("preferred", "").strip() in TRUE_VALUES:
-                return item
-        return items[0] if items else None
+        if kind not in self.chosen:
+            items = self.contacts[kind]
+            preferred = [i for i in items if i.get("preferred", "").strip() in TRUE_VALUES]
+            self.chosen[kind] = preferred[0] if preferred else (items[0] if items else None)
+        return self.chosen[kind]
 
     def schema(self) -> None:
         schema = self.checker.schema
@@ -345,15 +387,24 @@ def redact(message: str) -> str:
     return _VALUES.sub("(the value)", message)
 
 
-def identifier_values(user: etree._Element) -> Iterator[tuple[str, str]]:
+def identifier_values(user: etree._Element) -> list[tuple[str, str]]:
     """``(id_type, value)`` of the primary ID and every additional identifier."""
-    primary = (user.findtext("primary_id") or "").strip()
-    if primary:
-        yield "primary_id", primary
-    for identifier in user.iterfind("user_identifiers/user_identifier"):
-        value = (identifier.findtext("value") or "").strip()
-        if value:
-            yield (identifier.findtext("id_type") or "?").strip(), value
+    found: list[tuple[str, str]] = []
+    for child in user:
+        if child.tag == "primary_id":
+            if (child.text or "").strip():
+                found.append(("primary_id", (child.text or "").strip()))
+        elif child.tag == "user_identifiers":
+            for identifier in child:
+                id_type, value = "?", ""
+                for part in identifier:
+                    if part.tag == "value":
+                        value = (part.text or "").strip()
+                    elif part.tag == "id_type":
+                        id_type = (part.text or "?").strip()
+                if value:
+                    found.append((id_type, value))
+    return found
 
 
 def _name(element: etree._Element) -> str:

@@ -109,6 +109,14 @@ class CheckSettings:
         """The policy the feed applies to findings of ``code``."""
         return self.policies.get(code, RECORD_CODES[code].default)
 
+    @property
+    def fixes(self) -> str:
+        """The fixes this feed applies, as a string that changes whenever a fix could give
+        a record another form (the code tables count for ``code-case``)."""
+        fixing = sorted(c for c in RECORD_CODES if self.policy(c) == Policy.FIX)
+        tables = sorted(self.codes.items()) if "code-case" in fixing else []
+        return repr((fixing, tables))
+
 
 KEYS = {"mandatory", "policy", "codes"}
 

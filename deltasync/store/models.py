@@ -80,6 +80,9 @@ class Feed(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True)
     match_id: Mapped[str] = mapped_column(String(300))
     hash_recipe: Mapped[str] = mapped_column(Text)
+    # The fixes (checks with policy "fix") the snapshot's digests were made with: while they
+    # stay the same, a record whose digest matches the snapshot needs no fixing or checking.
+    fixes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp())
 
 

@@ -51,6 +51,7 @@ class FeedRow:
     id: int
     name: str
     hash_recipe: str
+    fixes: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,13 +84,13 @@ def ensure_feed(
             f"{match_id}; every patron would look new and every old one departed. Keep the "
             "old match_id, or configure a new feed for the new one"
         )
-    return FeedRow(row.id, row.name, row.hash_recipe)
+    return FeedRow(row.id, row.name, row.hash_recipe, row.fixes)
 
 
 def find_feed(conn: Connection, name: str) -> FeedRow | None:
     """The feed's row if any run has created it."""
     row = conn.execute(select(feed_t).where(feed_t.c.name == name)).one_or_none()
-    return None if row is None else FeedRow(row.id, row.name, row.hash_recipe)
+    return None if row is None else FeedRow(row.id, row.name, row.hash_recipe, row.fixes)
 
 
 def find_extract(conn: Connection, feed_id: int, sha256: str) -> Any | None:
@@ -288,6 +289,11 @@ def current_payload(conn: Connection, patron_id: int) -> bytes:
         .where(patron_t.c.id == patron_id)
     ).scalar_one()
     return bytes(payload)
+
+
+def record_fixes(conn: Connection, feed_id: int, fixes: str) -> None:
+    """Note the fixes the snapshot's digests are now made with."""
+    conn.execute(update(feed_t).where(feed_t.c.id == feed_id).values(fixes=fixes))
 
 
 def has_patrons(conn: Connection, feed_id: int) -> bool:

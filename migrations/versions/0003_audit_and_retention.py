@@ -1,4 +1,5 @@
-"""audit and retention: prunable payloads, baseline extracts, rebuildable batches
+"""audit and retention: prunable payloads, baseline extracts, rebuildable batches; the fixes
+the snapshot was made with
 
 New columns are added with plain ALTER TABLE, not batch mode: on SQLite batch mode copies and
 drops the table, which foreign keys from other tables forbid once it holds rows. Only
@@ -21,6 +22,7 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
+    op.add_column("feed", sa.Column("fixes", sa.Text(), nullable=True))
     op.add_column("batch", sa.Column("records_per_part", sa.Integer(), nullable=True))
     op.add_column(
         "extract", sa.Column("baseline", sa.Boolean(), server_default=sa.false(), nullable=False)
@@ -36,3 +38,4 @@ def downgrade() -> None:
         batch_op.alter_column("payload", existing_type=sa.LargeBinary(), nullable=False)
     op.drop_column("extract", "baseline")
     op.drop_column("batch", "records_per_part")
+    op.drop_column("feed", "fixes")
