@@ -378,6 +378,7 @@ class _Run:
         self.delta: outbox.DeltaFile | None = None
         self.feed_id = 0
         self.fixes_before: str | None = None
+        self.repaired: set[str] = set()
 
     def discard_file(self) -> None:
         if self.delta is not None:
@@ -401,6 +402,11 @@ class _Run:
                 orphans = outbox.sweep(self.feed.outbox, self.feed.name, known)
             self.step("opened")
             previous = snap.find_extract(conn, feed_row.id, sha256)
+            if previous is not None and self.baseline:
+                raise GuardRefused(
+                    f"{self.path}: this extract was already ingested for feed "
+                    f"{self.feed.name!r}; baseline adopts a new extract"
+                )
             if previous is not None:
                 # Already ingested: nothing to diff, but unconfirmed patrons still go out.
                 result = RunResult(
@@ -425,7 +431,7 @@ class _Run:
             self.step("applied")
             if self.baseline:
                 assert extract_id is not None
-                snap.adopt(conn, feed_row.id, extract_id)
+                snap.adopt(conn, feed_row.id, extract_id, self.repaired)
                 return result
             rows = led.pending(conn, feed_row.id)
             waiting = led.waiting(conn, feed_row.id)
@@ -542,6 +548,7 @@ class _Run:
             )
 
         preflight.scan(self.path, stage, progress=self.progress, encoding=self.feed.encoding)
+        self.repaired = preflight.repaired
         return preflight.report
 
     def _guard(self, counts: Counts, present_before: int) -> None:

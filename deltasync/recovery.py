@@ -62,7 +62,10 @@ def rebuild_batch(store: Store, feed: FeedConfig, seq: int, folder: Path | None 
                 f"batch {seq} carried {row.records} records but the store links "
                 f"{len(versions)}: patrons forgotten by retention cannot be sent again as they were"
             )
-        per_part = row.records_per_part or feed.records_per_part
+        # Batches from before the split was stored: one part means any split >= records.
+        per_part = row.records_per_part or (
+            max(row.records, 1) if row.parts == 1 else feed.records_per_part
+        )
         delta = outbox.write(
             target,
             row.file_name,
@@ -117,6 +120,9 @@ def resend(store: Store, feed: FeedConfig, match_ids: list[str]) -> tuple[list[s
     unknown: list[str] = []
     with feed_lock(store, feed.name), store.begin() as conn:
         feed_row = snap.find_feed(conn, feed.name)
+        # Batches built so far cannot confirm these patrons again, or hide them as in flight:
+        # only a batch built after the resend carries what staff asked for.
+        latest = 0 if feed_row is None else snap.next_batch_seq(conn, feed_row.id) - 1
         for match_id in dict.fromkeys(m.strip() for m in match_ids if m.strip()):
             key = feed.match_id.key(match_id)
             found = (
@@ -132,7 +138,12 @@ def resend(store: Store, feed: FeedConfig, match_ids: list[str]) -> tuple[list[s
             conn.execute(
                 update(snap.patron_t)
                 .where(p.id == found)
-                .values(confirmed_digest=None, rejected_digest=None, rejected_reason=None)
+                .values(
+                    confirmed_digest=None,
+                    confirmed_seq=latest,
+                    rejected_digest=None,
+                    rejected_reason=None,
+                )
             )
             marked.append(match_id)
     return marked, unknown

@@ -113,3 +113,10 @@ def record(primary_id: str, *, name: str = "Doe", barcode: str | None = None) ->
 
 def users(*records: str) -> str:
     return '<?xml version="1.0" encoding="UTF-8"?>\n<users>\n' + "\n".join(records) + "\n</users>\n"
+
+
+def write(folder: Path, name: str, content: str) -> Path:
+    """Write ``content`` (an extract, a list of IDs) to ``folder/name`` as UTF-8."""
+    path = folder / name
+    path.write_text(content, encoding="utf-8")
+    return path

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import EMAIL, invoke, read_delta, record, run_json, users
+from helpers import EMAIL, invoke, read_delta, record, run_json, users, write
 from lxml import etree
 
 from deltasync.checks import FILE_CODES, RECORD_CODES
@@ -106,12 +106,6 @@ CASES: dict[str, Case] = {
     ),
 }
 CODE_TABLES = {"user_group": ["UGRD", "GRAD", "FAC"]}
-
-
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def history(config: Path, match_id: str) -> object:

@@ -13,18 +13,12 @@ from pathlib import Path
 
 import generate_extract
 import pytest
-from helpers import invoke, read_delta, record, run_json, users
+from helpers import invoke, read_delta, record, run_json, users, write
 from sqlalchemy import create_engine, text
 
 from deltasync import config as config_module
 from deltasync import job
 from deltasync.store import open_store
-
-
-def write(folder: Path, name: str, content: str) -> Path:
-    path = folder / name
-    path.write_text(content, encoding="utf-8")
-    return path
 
 
 def test_batch_rebuild_gives_the_same_bytes(

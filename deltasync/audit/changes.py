@@ -13,7 +13,7 @@ from ..canonical import parse_payload
 from ..config import FeedConfig
 from ..store import Store
 from ..store import snapshot as snap
-from .fields import FieldChange, changes
+from .fields import FieldChange, changes, matches
 
 CHUNK = 1000
 
@@ -92,7 +92,7 @@ def _rows(r: Any, before: bytes | None, wanted: str | None) -> list[ChangeRow]:
     return [
         ChangeRow(at, match_id, kind, c.field, c.old, c.new)
         for c in found
-        if wanted is None or wanted in (c.field, c.field.split(".", 1)[-1])
+        if wanted is None or matches(c.field, wanted)
     ]
 
 

@@ -46,7 +46,7 @@ ALWAYS_LISTS = {
 }
 
 Entry = tuple[tuple[str, str], ...]
-"""A list entry as ``(field, value)`` pairs in document order (compared as a set)."""
+"""A list entry as ``(field, value)`` pairs in document order (compared sorted)."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,10 @@ def flatten(user: etree._Element) -> tuple[dict[str, str], dict[str, list[Entry]
         tag = str(child.tag)
         if tag in _LIST_PARENTS:
             continue
-        if len(child):
-            for leaf, value in _leaves(child, tag):
-                single[leaf] = value
-        else:
-            single[tag] = (child.text or "").strip()
+        pairs = _leaves(child, tag) if len(child) else [(tag, (child.text or "").strip())]
+        for leaf, value in pairs:
+            # A repeated child (two rs_library, two proxy_for_user) keeps every value.
+            single[leaf] = f"{single[leaf]}; {value}" if leaf in single else value
     lists: dict[str, list[Entry]] = {}
     for path, kind in LISTS.items():
         entries = [tuple(_leaves(item, "")) for item in user.iterfind(path)]
@@ -149,21 +148,39 @@ def _leaves(element: etree._Element, prefix: str) -> list[tuple[str, str]]:
 
 
 def _list_changes(kind: str, old: list[Entry], new: list[Entry]) -> list[FieldChange]:
-    old_sets = [frozenset(entry) for entry in old]
-    new_sets = [frozenset(entry) for entry in new]
-    removed = [entry for entry in old if frozenset(entry) not in new_sets]
-    added = [entry for entry in new if frozenset(entry) not in old_sets]
+    old_keys = [tuple(sorted(entry)) for entry in old]
+    new_keys = [tuple(sorted(entry)) for entry in new]
+    removed = [entry for entry in old if tuple(sorted(entry)) not in new_keys]
+    added = [entry for entry in new if tuple(sorted(entry)) not in old_keys]
     found: list[FieldChange] = []
     for before, after in zip(removed, added, strict=False):
-        # A changed entry: name the fields that differ within it.
-        a, b = dict(before), dict(after)
+        # A changed entry: name the fields that differ within it (a part may repeat, as
+        # two address types do, so parts compare as lists of values).
+        a, b = _parts(before), _parts(after)
         for name in sorted(a.keys() | b.keys()):
-            if a.get(name) != b.get(name):
-                found.append(FieldChange(_entry_field(kind, name), a.get(name), b.get(name)))
+            if sorted(a.get(name, [])) != sorted(b.get(name, [])):
+                was = "; ".join(a[name]) if name in a else None
+                now = "; ".join(b[name]) if name in b else None
+                found.append(FieldChange(_entry_field(kind, name), was, now))
     paired = min(len(removed), len(added))
     found += [FieldChange(kind, _describe(entry), None) for entry in removed[paired:]]
     found += [FieldChange(kind, None, _describe(entry)) for entry in added[paired:]]
     return found
+
+
+def _parts(entry: Entry) -> dict[str, list[str]]:
+    parts: dict[str, list[str]] = {}
+    for name, value in entry:
+        parts.setdefault(name, []).append(value)
+    return parts
+
+
+def matches(change_field: str, wanted: str) -> bool:
+    """Whether a change's field answers ``--field wanted``: the whole name
+    (``email.email_address``), the part (``email_address``, ``preferred``) or the list
+    (``email``, ``address``)."""
+    kind, _, part = change_field.replace("@", ".").partition(".")
+    return wanted in (change_field, kind, part, part.rsplit(".", 1)[-1])
 
 
 def _entry_field(kind: str, name: str) -> str:

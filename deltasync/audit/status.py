@@ -193,6 +193,8 @@ class BatchDetail:
     batch: BatchRow
     members: list[Member]
     events: list[tuple[dt.datetime, str, str | None]]
+    forgotten: int = 0
+    """Patrons the batch carried whom retention has since forgotten (purged)."""
 
 
 def batch_detail(store: Store, feed: FeedConfig, seq: int) -> BatchDetail:
@@ -215,4 +217,4 @@ def batch_detail(store: Store, feed: FeedConfig, seq: int) -> BatchDetail:
             )
         ]
         events = ledger.events(conn, found.id)
-    return BatchDetail(batch, members, events)
+    return BatchDetail(batch, members, events, max(0, batch.records - len(members)))

@@ -61,6 +61,8 @@ class Preflight:
         self.report = Report()
         self.read = 0
         """How many ``<user>`` records the pass read."""
+        self.repaired: set[str] = set()
+        """Match keys of records sent in a form a fix changed (the SIS's differs)."""
         taken = settings.policy("identifier-taken")
         self.identifiers = IdentifierIndex() if taken != Policy.OFF else None
 
@@ -98,6 +100,8 @@ class Preflight:
                 continue  # unchanged: reported the day it was sent, and not checked again
             findings = [replace(f, match_id=match_id) for f in self.checker.check(inspection)]
             self.report.add(findings)
+            if any(f.policy == Policy.FIX for f in findings):
+                self.repaired.add(key)
             blocking = errors(findings)
             if blocking:
                 diff.hold(key, match_id, _reason(blocking))

@@ -11,6 +11,7 @@ import datetime as dt
 import functools
 import io
 import json
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -100,13 +101,15 @@ def format_option(command: F) -> F:
     )(command)
 
 
-def emit_rows(rows: list[dict[str, Any]], output_format: str) -> bool:
-    """Print ``rows`` as JSON or CSV and return True; False leaves table output to the caller."""
+def emit_rows(rows: list[dict[str, Any]], output_format: str, columns: list[str]) -> bool:
+    """Print ``rows`` as JSON or CSV and return True; False leaves table output to the caller.
+
+    JSON keeps None as null; CSV writes it as an empty cell.
+    """
     if output_format == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
         return True
     if output_format == "csv":
-        columns = list(rows[0]) if rows else []
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -120,7 +123,7 @@ def moment(text: str, timezone: dt.tzinfo, *, end_of_day: bool) -> dt.datetime:
     """A ``--since``/``--until``/``--as-of`` value: a date (a whole day in the feed's time
     zone: its start, or with ``end_of_day`` its end) or a date and time (naive: feed's zone)."""
     try:
-        if len(text.strip()) == 10:
+        if re.fullmatch(r"\d{4}-?\d{2}-?\d{2}", text.strip()):
             day = dt.date.fromisoformat(text.strip())
             start = dt.datetime.combine(day, dt.time(), timezone)
             return start + dt.timedelta(days=1, microseconds=-1) if end_of_day else start

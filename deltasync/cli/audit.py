@@ -128,7 +128,8 @@ def batch_show(app: AppContext, seq: int, as_json: bool) -> None:
     click.echo("  ledger:")
     for at, status, message in detail.events:
         click.echo(f"    {when(at)}  {status:<10} {message or ''}".rstrip())
-    click.echo("  patrons:")
+    forgotten = f" ({detail.forgotten} forgotten by retention)" if detail.forgotten else ""
+    click.echo(f"  patrons:{forgotten}")
     for member in detail.members:
         outcome = "" if member.outcome == "sent" else f"  {member.outcome}: {member.reason}"
         click.echo(f"    {member.match_id}  {member.kind}{outcome}")

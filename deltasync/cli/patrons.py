@@ -25,6 +25,8 @@ from .app import (
 )
 
 KINDS = ("new", "changed", "departed", "returned")
+HISTORY_COLUMNS = ["version", "kind", "first_seen", "last_seen", "batches", "field", "old", "new"]
+CHANGE_COLUMNS = ["at", "match_id", "kind", "field", "old", "new"]
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -47,7 +49,7 @@ def history(app: AppContext, match_id: str, output_format: str, as_json: bool) -
         click.echo(json.dumps(audit.as_json(versions), indent=2))
         return
     if output_format == "csv":
-        emit_rows(_history_rows(versions), "csv")
+        emit_rows(_history_rows(versions), "csv", HISTORY_COLUMNS)
         return
     for number, version in enumerate(versions, start=1):
         click.echo(
@@ -176,13 +178,13 @@ def changes(
             "at": r.at.isoformat(),
             "match_id": r.match_id,
             "kind": r.kind,
-            "field": r.field or "",
-            "old": r.old or "",
-            "new": r.new or "",
+            "field": r.field,
+            "old": r.old,
+            "new": r.new,
         }
         for r in rows
     ]
-    if emit_rows(data, "json" if as_json else output_format):
+    if emit_rows(data, "json" if as_json else output_format, CHANGE_COLUMNS):
         return
     if not rows:
         click.echo("no changes in that period")

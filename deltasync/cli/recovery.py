@@ -228,6 +228,12 @@ def prune(app: AppContext, days: int | None, as_json: bool) -> None:
     """
     feed = app.feed
     window = feed.retention_days if days is None else days
+    if days is None and window == 0:
+        click.echo(
+            f"feed {feed.name!r} keeps everything (retention_days = 0): nothing pruned; "
+            "give --older-than DAYS to prune anyway"
+        )
+        return
     with app.store() as store:
         pruned = retention.prune_feed(store, feed, days=window, now=dt.datetime.now(dt.UTC))
     if as_json:

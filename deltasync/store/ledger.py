@@ -210,7 +210,13 @@ def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> 
     in_flight = exists(
         select(m.id)
         .join(batch_t, b.id == m.batch_id)
-        .where(m.patron_id == p.id, m.digest == p.digest, b.status == PICKED_UP)
+        .where(
+            m.patron_id == p.id,
+            m.digest == p.digest,
+            b.status == PICKED_UP,
+            # Only batches after what Alma confirmed (after a `resend`, nothing older counts).
+            b.seq > func.coalesce(p.confirmed_seq, 0),
+        )
     )
     differs = and_(
         or_(p.confirmed_digest.is_(None), p.confirmed_digest != p.digest),

@@ -136,7 +136,9 @@ def rehash(conn: Connection, feed: FeedRow, recipe: Recipe) -> int:
         new_digest = {
             v.id: recipe.digest_payload(bytes(v.payload)) for v in versions if v.payload is not None
         }
-        renamed = {(v.patron_id, bytes(v.digest)): new_digest[v.id] for v in versions}
+        renamed = {
+            (v.patron_id, bytes(v.digest)): new_digest[v.id] for v in versions if v.id in new_digest
+        }
         if new_digest:
             conn.execute(
                 update(version_t)
@@ -302,13 +304,26 @@ def has_patrons(conn: Connection, feed_id: int) -> bool:
     return found.first() is not None
 
 
-def adopt(conn: Connection, feed_id: int, extract_id: int) -> None:
-    """Record the snapshot as what Alma holds: every patron confirmed, the extract a baseline."""
+def adopt(conn: Connection, feed_id: int, extract_id: int, repaired: set[str]) -> None:
+    """Record the snapshot as what Alma holds: every patron confirmed, the extract a baseline.
+
+    Records a fix changed are left unconfirmed: Alma holds the SIS's form, so the repaired
+    one goes out with the next run.
+    """
     conn.execute(
         update(patron_t)
         .where(patron_t.c.feed_id == feed_id)
         .values(confirmed_digest=patron_t.c.digest)
     )
+    keys = list(repaired)
+    for start in range(0, len(keys), CHUNK):
+        conn.execute(
+            update(patron_t)
+            .where(
+                patron_t.c.feed_id == feed_id, patron_t.c.match_key.in_(keys[start : start + CHUNK])
+            )
+            .values(confirmed_digest=None)
+        )
     conn.execute(update(extract_t).where(extract_t.c.id == extract_id).values(baseline=True))
 
 

@@ -33,6 +33,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    pruned = (
+        op.get_bind()
+        .execute(sa.text("SELECT count(*) FROM patron_version WHERE payload IS NULL"))
+        .scalar_one()
+    )
+    if pruned:
+        raise RuntimeError(
+            f"cannot downgrade below 0003: retention pruned {pruned} record(s), and earlier "
+            "versions need every payload; restore a backup taken before the upgrade"
+        )
     with op.batch_alter_table("patron_version", schema=None) as batch_op:
         batch_op.drop_index("ix_patron_version_first_seen")
         batch_op.alter_column("payload", existing_type=sa.LargeBinary(), nullable=False)
