@@ -307,7 +307,7 @@ def _build_batch(
     delta = outbox.write(
         feed.outbox,
         name,
-        led.payloads(conn, rows),
+        led.payloads(conn, [r.version_id for r in rows]),
         total=len(rows),
         records_per_part=feed.records_per_part,
         created_at=now,

@@ -27,7 +27,6 @@ from .delivery import HANDLED_SUFFIX, RemoteFile, Transport, open_transport
 from .errors import ConfigError, DeliveryError, NotFound, RemoteFileMissing
 from .store import Store
 from .store import ledger as led
-from .store import snapshot as snap
 
 MAX_WAITING_ZIPS = 20
 """Alma reads at most 20 zip files per run; never leave more waiting."""
@@ -332,11 +331,7 @@ def _refreshed(conn: Connection, feed_id: int, batch: led.BatchState) -> led.Bat
 
 def _open_batch(store: Store, feed: FeedConfig, seq: int) -> tuple[int, led.BatchState]:
     with store.begin() as conn:
-        row = snap.find_feed(conn, feed.name)
-        batch = None if row is None else led.batch_by_seq(conn, row.id, seq)
-    if row is None or batch is None:
-        raise NotFound(f"feed {feed.name!r} has no batch {seq}")
-    return row.id, batch
+        return led.find_batch(conn, feed.name, seq)
 
 
 def confirm(store: Store, feed: FeedConfig, seq: int, now: dt.datetime) -> None:
@@ -357,16 +352,21 @@ def fail(store: Store, feed: FeedConfig, seq: int, reason: str, now: dt.datetime
         led.transition(conn, batch, led.FAILED, now, f"failed by staff: {reason}")
 
 
+def read_ids(path: Path) -> list[str]:
+    """The match IDs in a file, one per line; blank lines and ``#`` comments are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise NotFound(f"{path}: cannot read: {exc.strerror}") from exc
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
 def reject(
     store: Store, feed: FeedConfig, seq: int, ids_file: Path, now: dt.datetime
 ) -> tuple[int, list[str]]:
     """Record the match IDs Alma rejected in batch ``seq``; returns (marked, unknown IDs)."""
     _feed_id, batch = _open_batch(store, feed, seq)
-    try:
-        lines = ids_file.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise NotFound(f"{ids_file}: cannot read: {exc.strerror}") from exc
-    ids = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    ids = read_ids(ids_file)
     with store.begin() as conn:
         carried = led.members(conn, batch)
         reasons = {

@@ -7,7 +7,6 @@ copy and server copy are both gone, and checks the result against the SHA-256 in
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from sqlalchemy import Connection, select, update
 
 from . import outbox
 from .config import FeedConfig
-from .errors import DeltasyncError, NotFound
+from .errors import DeltasyncError
 from .store import Store
 from .store import ledger as led
 from .store import snapshot as snap
@@ -46,10 +45,7 @@ def rebuild_batch(store: Store, feed: FeedConfig, seq: int, folder: Path | None 
     """
     target = folder or feed.outbox
     with store.begin() as conn:
-        feed_row = snap.find_feed(conn, feed.name)
-        batch = None if feed_row is None else led.batch_by_seq(conn, feed_row.id, seq)
-        if feed_row is None or batch is None:
-            raise NotFound(f"feed {feed.name!r} has no batch {seq}")
+        _feed_id, batch = led.find_batch(conn, feed.name, seq)
         row = conn.execute(select(snap.batch_t).where(snap.batch_t.c.id == batch.id)).one()
         if (target / row.file_name).exists():
             raise RebuildError(
@@ -66,14 +62,20 @@ def rebuild_batch(store: Store, feed: FeedConfig, seq: int, folder: Path | None 
         per_part = row.records_per_part or (
             max(row.records, 1) if row.parts == 1 else feed.records_per_part
         )
-        delta = outbox.write(
-            target,
-            row.file_name,
-            _payloads(conn, versions, seq),
-            total=len(versions),
-            records_per_part=per_part,
-            created_at=row.created_at,
-        )
+        try:
+            delta = outbox.write(
+                target,
+                row.file_name,
+                led.payloads(conn, versions),
+                total=len(versions),
+                records_per_part=per_part,
+                created_at=row.created_at,
+            )
+        except led.RecordPruned as exc:
+            raise RebuildError(
+                f"batch {seq}: a record it carried was pruned by retention "
+                "(retention_days); the file cannot be re-created"
+            ) from exc
     if delta.sha256 != row.sha256:
         outbox.discard(delta)
         raise RebuildError(
@@ -97,21 +99,6 @@ def _members(conn: Connection, batch_id: int) -> list[int]:
     return [int(vid) for (vid,) in rows]
 
 
-def _payloads(conn: Connection, versions: list[int], seq: int) -> Iterator[bytes]:
-    v = snap.version_t.c
-    for start in range(0, len(versions), CHUNK):
-        chunk = versions[start : start + CHUNK]
-        found = dict(conn.execute(select(v.id, v.payload).where(v.id.in_(chunk))).all())
-        for vid in chunk:
-            payload = found.get(vid)
-            if payload is None:
-                raise RebuildError(
-                    f"batch {seq}: a record it carried was pruned by retention "
-                    "(retention_days); the file cannot be re-created"
-                )
-            yield bytes(payload)
-
-
 def resend(store: Store, feed: FeedConfig, match_ids: list[str]) -> tuple[list[str], list[str]]:
     """Put these patrons into the next delta (their current record, in full), as if Alma
     had never confirmed it; returns (marked, unknown). Clears a rejection too."""
@@ -125,13 +112,7 @@ def resend(store: Store, feed: FeedConfig, match_ids: list[str]) -> tuple[list[s
         latest = 0 if feed_row is None else snap.next_batch_seq(conn, feed_row.id) - 1
         for match_id in dict.fromkeys(m.strip() for m in match_ids if m.strip()):
             key = feed.match_id.key(match_id)
-            found = (
-                None
-                if feed_row is None
-                else conn.execute(
-                    select(p.id).where(p.feed_id == feed_row.id, p.match_key == key)
-                ).scalar_one_or_none()
-            )
+            found = None if feed_row is None else snap.find_patron(conn, feed_row.id, key)
             if found is None:
                 unknown.append(match_id)
                 continue

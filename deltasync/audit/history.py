@@ -66,18 +66,10 @@ def patron_id(conn: Connection, feed: FeedConfig, match_id: str) -> int:
     """The stored id of the patron ``match_id`` of ``feed``; NotFound when there is none."""
     key = feed.match_id.key(match_id.strip())
     row = snap.find_feed(conn, feed.name)
-    found = (
-        None
-        if row is None
-        else conn.execute(
-            select(snap.patron_t.c.id).where(
-                snap.patron_t.c.feed_id == row.id, snap.patron_t.c.match_key == key
-            )
-        ).scalar_one_or_none()
-    )
+    found = None if row is None else snap.find_patron(conn, row.id, key)
     if found is None:
         raise NotFound(f"feed {feed.name!r} has no patron with match ID {match_id!r}")
-    return int(found)
+    return found
 
 
 def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:

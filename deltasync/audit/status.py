@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..config import FeedConfig
-from ..errors import NotFound
 from ..store import Store, ledger
 from ..store import snapshot as snap
 
@@ -201,11 +200,8 @@ def batch_detail(store: Store, feed: FeedConfig, seq: int) -> BatchDetail:
     """Batch ``seq`` of ``feed`` with every patron it carried and every ledger event."""
     m, p, v = ledger.member_t.c, snap.patron_t.c, snap.version_t.c
     with store.begin() as conn:
-        row = snap.find_feed(conn, feed.name)
-        found = None if row is None else ledger.batch_by_seq(conn, row.id, seq)
-        if row is None or found is None:
-            raise NotFound(f"feed {feed.name!r} has no batch {seq}")
-        [batch] = [b for b in _batches(conn, row.id) if b.seq == seq]
+        feed_id, found = ledger.find_batch(conn, feed.name, seq)
+        [batch] = [b for b in _batches(conn, feed_id) if b.seq == seq]
         members = [
             Member(r.match_id, r.kind, r.outcome, r.reason)
             for r in conn.execute(

@@ -92,7 +92,7 @@ class Preflight:
                 self.report.add([finding])
                 continue
             if self.identifiers is not None:
-                self.identifiers.add(match_id, inspection.identifier_values())
+                self.identifiers.add(match_id, identifier_values(user))
             key = rule.key(match_id)
             digest = self.recipe.digest(user)
             kind = diff.observe(key, match_id, digest, record.where)
@@ -108,7 +108,7 @@ class Preflight:
                 continue
             send(key, match_id, kind, digest, user)
         for held in diff.duplicates:
-            source, _, line = held.where[-1].rpartition(", line ")
+            source, line = _split(held.where[-1])
             self.report.add(
                 [
                     Finding(
@@ -116,7 +116,7 @@ class Preflight:
                         Policy.ERROR,
                         held.match_id,
                         source,
-                        int(line or 0),
+                        line,
                         f"match ID occurs {len(held.where)} times (also at "
                         f"{'; '.join(held.where[:-1])})",
                     )
@@ -128,13 +128,16 @@ class Preflight:
         """The fast path for the usual record: as stored, so nothing to fix, check or send."""
         user = record.element
         match_id = self.rule.value(user)
-        entry = None if match_id is None else self.diff.snapshot.get(self.rule.key(match_id))
-        if match_id is None or entry is None or not entry.present:
+        if match_id is None:
+            return False
+        key = self.rule.key(match_id)
+        entry = self.diff.snapshot.get(key)
+        if entry is None or not entry.present:
             return False
         digest = self.recipe.digest(user)
         if digest != entry.digest:
             return False
-        self.diff.observe(self.rule.key(match_id), match_id, digest, record.where)
+        self.diff.observe(key, match_id, digest, record.where)
         if self.identifiers is not None:
             self.identifiers.add(match_id, identifier_values(user))
         return True
@@ -158,13 +161,13 @@ class Preflight:
             ]
             if not lost:
                 continue
-            source, _, line = self.diff.where_of(key).rpartition(", line ")
+            source, line = _split(self.diff.where_of(key))
             finding = Finding(
                 "identifier-taken",
                 policy,
                 match_id,
                 source,
-                int(line or 0),
+                line,
                 f"identifier value taken: {_described(lost)}",
             )
             self.report.add([finding])
@@ -176,6 +179,12 @@ def _described(lost: list[tuple[str, str]]) -> str:
     shown = ", ".join(f"{id_type} also held by {other}" for id_type, other in lost[:SHOWN_OTHERS])
     more = len(lost) - SHOWN_OTHERS
     return f"{shown} and {more} more" if more > 0 else shown
+
+
+def _split(where: str) -> tuple[str, int]:
+    """``(source, line)`` of a ``file, line N`` the diff keeps for a record."""
+    source, _, line = where.rpartition(", line ")
+    return source, int(line or 0)
 
 
 def _reason(findings: list[Finding]) -> str:

@@ -56,7 +56,7 @@ class RecordChecker:
         Findings carry no match ID yet: a fix may change it, so the caller reads it after.
         ``plain`` says the reader saw no byte that could be a suspect character.
         """
-        run = _Inspection(self, user, None, source)
+        run = _Inspection(self, user, source)
         if not plain:
             run.characters()
         run.empty_dates()
@@ -100,12 +100,9 @@ _RECORD_LEVEL = (
 class _Inspection:
     """The findings of one record, gathered check by check."""
 
-    def __init__(
-        self, checker: RecordChecker, user: etree._Element, match_id: str | None, source: str
-    ) -> None:
+    def __init__(self, checker: RecordChecker, user: etree._Element, source: str) -> None:
         self.checker = checker
         self.user = user
-        self.match_id = match_id
         self.source = source
         self.line = _line(user)
         self.findings: list[Finding] = []
@@ -118,16 +115,6 @@ class _Inspection:
             self.fields.setdefault(str(child.tag), []).append(child)
         self.contacts: dict[str, list[etree._Element]] = {}
         self.chosen: dict[str, etree._Element | None] = {}
-
-    def identifier_values(self) -> list[tuple[str, str]]:
-        """``(id_type, value)`` of the primary ID and every additional identifier."""
-        found = [("primary_id", self.text("primary_id"))] if self.text("primary_id") else []
-        for group in self.fields.get("user_identifiers", ()):
-            for identifier in group:
-                value = (identifier.findtext("value") or "").strip()
-                if value:
-                    found.append(((identifier.findtext("id_type") or "?").strip(), value))
-        return found
 
     def text(self, name: str) -> str:
         """The text of the first ``<user>`` field called ``name``, stripped."""
@@ -149,7 +136,8 @@ class _Inspection:
         line = (_line(at) if at is not None else 0) or self.line
         if at is not None:
             self.flagged.add(_path(self.user, at))
-        self.findings.append(Finding(code, policy, self.match_id, self.source, line, message))
+        # No match ID yet: the caller reads it after the fixes and fills it in.
+        self.findings.append(Finding(code, policy, None, self.source, line, message))
 
     def characters(self) -> None:
         if not (self.wants("char-control") or self.wants("char-replacement")):
@@ -371,7 +359,7 @@ class _Inspection:
                 Finding(
                     "schema-invalid",
                     self.checker.policy["schema-invalid"],
-                    self.match_id,
+                    None,
                     self.source,
                     error.line or self.line,
                     redact(error.message),

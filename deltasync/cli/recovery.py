@@ -197,7 +197,7 @@ def resend(app: AppContext, match_ids: tuple[str, ...], ids_file: Path | None) -
     """
     wanted = list(match_ids)
     if ids_file is not None:
-        wanted += ids_file.read_text(encoding="utf-8").splitlines()
+        wanted += ledger.read_ids(ids_file)
     if not any(m.strip() for m in wanted):
         raise click.UsageError("give match IDs, or --ids FILE")
     with app.store() as store:

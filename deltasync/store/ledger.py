@@ -15,8 +15,9 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, and_, exists, func, insert, or_, select, update
 
+from ..errors import NotFound, StoreError
 from .models import BatchEvent, BatchPatron
-from .snapshot import CHUNK, batch_t, patron_t, version_t
+from .snapshot import CHUNK, batch_t, find_feed, patron_t, version_t
 
 BUILT = "built"
 UPLOADED = "uploaded"
@@ -76,6 +77,19 @@ def batch_by_seq(conn: Connection, feed_id: int, seq: int) -> BatchState | None:
         select(batch_t).where(batch_t.c.feed_id == feed_id, batch_t.c.seq == seq)
     ).one_or_none()
     return None if row is None else _state(row)
+
+
+def find_batch(conn: Connection, feed_name: str, seq: int) -> tuple[int, BatchState]:
+    """The feed's id and its batch ``seq``; NotFound when either does not exist."""
+    feed = find_feed(conn, feed_name)
+    batch = None if feed is None else batch_by_seq(conn, feed.id, seq)
+    if feed is None or batch is None:
+        raise NotFound(f"feed {feed_name!r} has no batch {seq}")
+    return feed.id, batch
+
+
+class RecordPruned(StoreError):
+    """A stored record needed now was removed by retention."""
 
 
 def _state(row: Any) -> BatchState:
@@ -276,19 +290,23 @@ def add_members(conn: Connection, batch_id: int, rows: list[Pending]) -> None:
         )
 
 
-def payloads(conn: Connection, rows: list[Pending]) -> Iterator[bytes]:
-    """The payloads of these patrons' versions, in the order given, read in pages."""
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
+def payloads(conn: Connection, version_ids: list[int]) -> Iterator[bytes]:
+    """The payloads of these versions, in the order given, read in pages.
+
+    Raises RecordPruned for a version whose payload retention removed.
+    """
+    for start in range(0, len(version_ids), CHUNK):
+        chunk = version_ids[start : start + CHUNK]
         found = dict(
             conn.execute(
-                select(version_t.c.id, version_t.c.payload).where(
-                    version_t.c.id.in_([r.version_id for r in chunk])
-                )
+                select(version_t.c.id, version_t.c.payload).where(version_t.c.id.in_(chunk))
             ).all()
         )
-        for row in chunk:
-            yield bytes(found[row.version_id])
+        for version_id in chunk:
+            payload = found.get(version_id)
+            if payload is None:
+                raise RecordPruned(f"version {version_id} has no payload: pruned by retention")
+            yield bytes(payload)
 
 
 def events(conn: Connection, batch_id: int) -> list[tuple[dt.datetime, str, str | None]]:

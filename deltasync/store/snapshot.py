@@ -93,6 +93,16 @@ def find_feed(conn: Connection, name: str) -> FeedRow | None:
     return None if row is None else FeedRow(row.id, row.name, row.hash_recipe, row.fixes)
 
 
+def find_patron(conn: Connection, feed_id: int, match_key: str) -> int | None:
+    """The id of the feed's patron with this match key, if the snapshot holds one."""
+    found = conn.execute(
+        select(patron_t.c.id).where(
+            patron_t.c.feed_id == feed_id, patron_t.c.match_key == match_key
+        )
+    ).scalar_one_or_none()
+    return None if found is None else int(found)
+
+
 def find_extract(conn: Connection, feed_id: int, sha256: str) -> Any | None:
     """The ingested extract with this SHA-256, if any."""
     return conn.execute(
