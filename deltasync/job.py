@@ -104,7 +104,12 @@ class RunResult:
             "attention": self.attention,
             "pruned": None
             if self.pruned is None
-            else {"payloads": self.pruned.payloads, "patrons": self.pruned.patrons},
+            else {
+                "payloads": self.pruned.payloads,
+                "patrons": self.pruned.patrons,
+                "outbox_files": self.pruned.outbox_files,
+                "remote_files": self.pruned.remote_files,
+            },
         }
 
 
@@ -173,7 +178,10 @@ def _run_locked(
                     pruned = retention.prune(
                         conn, feed, job.feed_id, days=feed.retention_days, now=job.now
                     )
-                result = replace(result, pruned=pruned)
+                pruned = retention.prune_files(store, feed, job.feed_id, pruned, ledger.transport)
+                result = replace(
+                    result, pruned=pruned, attention=[*result.attention, *pruned.problems]
+                )
         return result
     except _DryRunDone as done:
         return _held_back_attention(done.result)

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
+from . import outbox, recovery
 from .alma_api import FAILED as RUN_FAILED
 from .alma_api import WITH_ERRORS, AlmaApiError, AlmaJobs
 from .config import AlmaApiConfig, FeedConfig
-from .delivery import HANDLED_SUFFIX, RemoteFile, Transport, open_transport
-from .errors import ConfigError, DeliveryError, NotFound, RemoteFileMissing
+from .delivery import HANDLED_SUFFIX, RemoteFile, Transport, open_transport, withdrawn_name
+from .errors import ConfigError, DeliveryError, DeltasyncError, NotFound, RemoteFileMissing
 from .store import Store
 from .store import ledger as led
 
@@ -38,11 +39,6 @@ class LedgerReport:
 
     events: list[str] = field(default_factory=list)
     attention: list[str] = field(default_factory=list)
-
-
-def withdrawn_name(name: str) -> str:
-    """The hidden name a taken-back file gets on the server (Alma reads only ``*.zip``)."""
-    return f".{name}.withdrawn"
 
 
 class Ledger:
@@ -238,18 +234,27 @@ class Ledger:
             self._failed_attempt(newest, now, str(exc))
             return
         with self.store.begin() as conn:
-            ours = {b.file_name for b in led.batches(conn, self.feed_id)} - {newest.file_name}
-        for stale in sorted(ours & set(listing)):
-            # A batch staff failed while its file was still unread, or any other leftover:
-            # never leave it beside the new one.
+            known = {b.file_name for b in led.batches(conn, self.feed_id)}
+        # A batch staff failed while its file was still unread, any other leftover, and files
+        # of ours the ledger does not know (a store restored from a backup): never leave one
+        # beside the new batch.
+        stale = sorted(
+            name
+            for name in listing
+            if name != newest.file_name
+            and (name in known or outbox.is_delta_name(name, self.feed.name))
+        )
+        for name in stale:
             try:
-                self.transport.rename(stale, withdrawn_name(stale))
+                self.transport.rename(name, withdrawn_name(name))
             except RemoteFileMissing:
                 continue
             except DeliveryError as exc:
-                self._failed_attempt(newest, now, f"cannot take back {stale}: {exc}")
+                self._failed_attempt(newest, now, f"cannot take back {name}: {exc}")
                 return
-            listing.pop(stale, None)
+            listing.pop(name, None)
+            if name not in known:
+                self._took_back_unknown(name, newest, now)
         zips = [n for n in listing if n.endswith(".zip")]
         if len(zips) >= MAX_WAITING_ZIPS:
             self._failed_attempt(
@@ -259,13 +264,8 @@ class Ledger:
                 f"remote folder; Alma reads at most {MAX_WAITING_ZIPS} a run",
             )
             return
-        local = self.feed.outbox / newest.file_name
-        if not local.is_file():
-            # Its patrons are pending again once it has failed: the next run rebuilds them.
-            message = f"{local}: the delta file is missing from the outbox"
-            with self.store.begin() as conn:
-                led.transition(conn, newest, led.FAILED, now, message)
-            self.report.attention.append(f"batch {newest.seq} failed: {message}")
+        local = self._checked_file(newest, now)
+        if local is None:
             return
         try:
             remote = self.transport.upload(local, newest.file_name)
@@ -281,6 +281,39 @@ class Ledger:
                 f"uploaded to {self.transport.describe()} ({remote.size} bytes)",
             )
         self.report.events.append(f"batch {newest.seq} uploaded")
+
+    def _took_back_unknown(self, name: str, newest: led.BatchState, now: dt.datetime) -> None:
+        message = (
+            f"took back {name} from remote_dir as {withdrawn_name(name)}: the ledger does not "
+            "know it (was the store restored from a backup?), and Alma must not read it beside "
+            f"batch {newest.seq}"
+        )
+        with self.store.begin() as conn:
+            led.note(conn, newest, now, message)
+        self.report.events.append(f"took back unknown file {name}")
+        self.report.attention.append(message)
+
+    def _checked_file(self, batch: led.BatchState, now: dt.datetime) -> Path | None:
+        """The batch's outbox file, as the ledger's SHA-256 says it was built: rebuilt from the
+        store when it is missing or differs; None (the batch failed) when it cannot be."""
+        local = self.feed.outbox / batch.file_name
+        problem = outbox.check(local, batch.sha256)
+        if problem is None:
+            return local
+        try:
+            recovery.restore_outbox_file(self.store, self.feed, batch.seq)
+        except DeltasyncError as exc:
+            # Its patrons are pending again once it has failed: the next run sends them.
+            message = f"{local}: {problem}, and it cannot be rebuilt: {exc}"
+            with self.store.begin() as conn:
+                led.transition(conn, batch, led.FAILED, now, message)
+            self.report.attention.append(f"batch {batch.seq} failed: {message}")
+            return None
+        message = f"{problem}: rebuilt it from the store before the upload"
+        with self.store.begin() as conn:
+            led.note(conn, batch, now, f"{local}: {message}")
+        self.report.events.append(f"batch {batch.seq}: {message}")
+        return local
 
     def _take_back(self, waiting: led.BatchState, newest: led.BatchState, now: dt.datetime) -> bool:
         assert self.transport is not None

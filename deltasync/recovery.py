@@ -2,11 +2,13 @@
 
 Delta files are deterministic: the same records, split the same way, stamped with the same
 time, give the same bytes. ``rebuild_batch`` relies on that to re-create a file whose outbox
-copy and server copy are both gone, and checks the result against the SHA-256 in the ledger.
+copy and server copy are both gone, and ``restore_outbox_file`` to repair an outbox copy found
+damaged before an upload; both check the result against the SHA-256 in the ledger.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,45 +48,70 @@ def rebuild_batch(store: Store, feed: FeedConfig, seq: int, folder: Path | None 
     target = folder or feed.outbox
     with store.begin() as conn:
         _feed_id, batch = led.find_batch(conn, feed.name, seq)
-        row = conn.execute(select(snap.batch_t).where(snap.batch_t.c.id == batch.id)).one()
-        if (target / row.file_name).exists():
+        if os.path.lexists(target / batch.file_name):
             raise RebuildError(
-                f"{target / row.file_name} exists; move it away first (deltasync never "
+                f"{target / batch.file_name} exists; move it away first (deltasync never "
                 "overwrites a delta file)"
             )
-        versions = _members(conn, batch.id)
-        if len(versions) != row.records:
-            raise RebuildError(
-                f"batch {seq} carried {row.records} records but the store links "
-                f"{len(versions)}: patrons forgotten by retention cannot be sent again as they were"
-            )
-        # Batches from before the split was stored: one part means any split >= records.
-        per_part = row.records_per_part or (
-            max(row.records, 1) if row.parts == 1 else feed.records_per_part
+        delta = _write_again(conn, feed, batch, target)
+    outbox.publish(delta)
+    return Rebuilt(seq, delta.path, delta.sha256, delta.records)
+
+
+def restore_outbox_file(store: Store, feed: FeedConfig, seq: int) -> Rebuilt:
+    """Replace batch ``seq``'s outbox file, missing or damaged, with its byte-for-byte rebuild.
+
+    The damaged file is removed only once the rebuild has matched the ledger's SHA-256.
+    """
+    with store.begin() as conn:
+        _feed_id, batch = led.find_batch(conn, feed.name, seq)
+        delta = _write_again(conn, feed, batch, feed.outbox)
+    try:
+        delta.path.unlink(missing_ok=True)
+    except OSError as exc:
+        outbox.discard(delta)
+        raise RebuildError(f"{delta.path}: cannot remove the damaged file: {exc.strerror}") from exc
+    outbox.publish(delta)
+    return Rebuilt(seq, delta.path, delta.sha256, delta.records)
+
+
+def _write_again(
+    conn: Connection, feed: FeedConfig, batch: led.BatchState, target: Path
+) -> outbox.DeltaFile:
+    """Batch's file, written again under a temporary name in ``target`` and checked."""
+    row = conn.execute(select(snap.batch_t).where(snap.batch_t.c.id == batch.id)).one()
+    versions = _members(conn, batch.id)
+    if len(versions) != row.records:
+        raise RebuildError(
+            f"batch {batch.seq} carried {row.records} records but the store links "
+            f"{len(versions)}: patrons forgotten by retention cannot be sent again as they were"
         )
-        try:
-            delta = outbox.write(
-                target,
-                row.file_name,
-                led.payloads(conn, versions),
-                total=len(versions),
-                records_per_part=per_part,
-                created_at=row.created_at,
-            )
-        except led.RecordPruned as exc:
-            raise RebuildError(
-                f"batch {seq}: a record it carried was pruned by retention "
-                "(retention_days); the file cannot be re-created"
-            ) from exc
+    # Batches from before the split was stored: one part means any split >= records.
+    per_part = row.records_per_part or (
+        max(row.records, 1) if row.parts == 1 else feed.records_per_part
+    )
+    try:
+        delta = outbox.write(
+            target,
+            row.file_name,
+            led.payloads(conn, versions),
+            total=len(versions),
+            records_per_part=per_part,
+            created_at=row.created_at,
+        )
+    except led.RecordPruned as exc:
+        raise RebuildError(
+            f"batch {batch.seq}: a record it carried was pruned by retention "
+            "(retention_days); the file cannot be re-created"
+        ) from exc
     if delta.sha256 != row.sha256:
         outbox.discard(delta)
         raise RebuildError(
-            f"batch {seq}: the re-created file differs from the original (SHA-256 "
+            f"batch {batch.seq}: the re-created file differs from the original (SHA-256 "
             f"{delta.sha256[:12]}… instead of {row.sha256[:12]}…); records_per_part or the "
             "zlib library may have changed since it was built"
         )
-    outbox.publish(delta)
-    return Rebuilt(seq, target / row.file_name, delta.sha256, delta.records)
+    return delta
 
 
 def _members(conn: Connection, batch_id: int) -> list[int]:

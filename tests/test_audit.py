@@ -26,6 +26,7 @@ def three_days(
 ) -> tuple[Path, list[dict[str, object]]]:
     """A changes on day 1 (group, email) and day 2 (an address added); B leaves on day 2.
     Alma picks up the files of days 0 and 1 (renames them .handled); day 2's still waits."""
+    (tmp_path / "remote").mkdir()  # the folder Alma reads exists; deltasync never creates it
     config = write_config(
         db_url,
         feed={"transport": "dir", "remote_dir": "remote"},

@@ -12,7 +12,7 @@ import pytest
 from sshd import SshServer
 
 from deltasync.config import DeliveryConfig, SftpSettings
-from deltasync.delivery import open_transport, temporary_name
+from deltasync.delivery import open_transport
 from deltasync.delivery.folder import FolderTransport
 from deltasync.delivery.sftp import SftpTransport
 from deltasync.errors import ConfigError, DeliveryError, RemoteFileMissing
@@ -63,6 +63,7 @@ def sha(path: Path) -> str:
 
 def test_folder_upload_list_rename(tmp_path: Path, delta: Path) -> None:
     inbox = tmp_path / "alma-inbox"
+    inbox.mkdir()
     transport = open_transport(DeliveryConfig("dir", str(inbox)))
     assert isinstance(transport, FolderTransport)
     uploaded = transport.upload(delta, delta.name)
@@ -94,7 +95,7 @@ def test_sftp_upload_is_atomic_and_checked(ssh: SshServer, delta: Path) -> None:
         uploaded = transport.upload(delta, delta.name)
         assert uploaded.size == delta.stat().st_size
         assert sha(folder / delta.name) == sha(delta)
-        assert not (folder / temporary_name(delta.name)).exists()
+        assert [p.name for p in folder.iterdir()] == [delta.name]  # no temporary left
         (folder / "notes").mkdir(exist_ok=True)  # sub-folders are not files
         assert [f.name for f in transport.list()] == [delta.name]
         transport.rename(delta.name, delta.name + ".withdrawn")
@@ -156,8 +157,7 @@ def test_sftp_full_disk_is_a_clear_error_and_leaves_nothing(ssh: SshServer, delt
     if ssh.full_disk_is_real:
         assert "full disk" in message
         assert caught.value.transient is True  # freed space makes the next try work
-    assert not (folder / delta.name).exists()
-    assert not (folder / temporary_name(delta.name)).exists()
+    assert list(folder.iterdir()) == []  # neither the file nor its temporary
 
 
 def test_sftp_dropped_connection_is_retried_on_a_new_one(ssh: SshServer, delta: Path) -> None:

@@ -67,6 +67,9 @@ class FaultyTransport:
     def rename(self, old: str, new: str) -> None:
         self.inner.rename(old, new)
 
+    def remove(self, name: str) -> None:
+        self.inner.remove(name)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -20,7 +20,16 @@ def records(n: int) -> list[bytes]:
 
 def test_file_name() -> None:
     chicago = WHEN.astimezone(dt.timezone(dt.timedelta(hours=-6)))
-    assert outbox.file_name("patrons", 42, chicago) == "patrons_000042_20270104T063005Z.zip"
+    assert (
+        outbox.file_name("patrons", 42, chicago, "0badcafe")
+        == "patrons_000042_20270104T063005Z_0badcafe.zip"
+    )
+    # Unique even for the same feed, sequence number and second (a restored store).
+    names = {outbox.file_name("patrons", 42, chicago) for _ in range(50)}
+    assert len(names) == 50
+    assert all(outbox.is_delta_name(n, "patrons") for n in names)
+    assert outbox.is_delta_name("patrons_000042_20270104T063005Z.zip", "patrons")  # older name
+    assert not outbox.is_delta_name("patrons_staff_000042_20270104T063005Z.zip", "patrons")
 
 
 def test_parts_and_atomic_publication(tmp_path: Path) -> None:
@@ -34,7 +43,11 @@ def test_parts_and_atomic_publication(tmp_path: Path) -> None:
     assert delta.path.exists() and not delta.temporary.exists()
     with zipfile.ZipFile(delta.path) as archive:
         names = archive.namelist()
-        assert names == [f"{delta.path.stem}_part{i:02d}.xml" for i in (1, 2, 3)]
+        # The parts are named without the file's random part: the bytes depend on records
+        # and time only.
+        stem = delta.path.stem.rsplit("_", 1)[0]
+        assert stem == "patrons_000001_20270104T063005Z"
+        assert names == [f"{stem}_part{i:02d}.xml" for i in (1, 2, 3)]
         sizes = [archive.read(n).count(b"<user>") for n in names]
     assert sizes == [10, 10, 5]
     assert (delta.parts, delta.records) == (3, 25)

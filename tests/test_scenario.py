@@ -83,7 +83,8 @@ def test_zip_opens_with_unzip(
     listed = subprocess.run([unzip, "-Z1", str(delta)], capture_output=True, text=True, check=True)
     parts = listed.stdout.split()
     assert len(parts) == 3  # 200 records, at most 70 a part
-    assert all(p.startswith(delta.stem) and p.endswith(".xml") for p in parts)
+    stem = delta.stem.rsplit("_", 1)[0]  # parts are named without the file's random part
+    assert all(p.startswith(stem + "_part") and p.endswith(".xml") for p in parts)
     assert len(read_delta(delta)) == 200
 
 

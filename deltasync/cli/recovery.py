@@ -13,6 +13,7 @@ from .. import audit, job, ledger, recovery, retention
 from ..store import backup as store_backup
 from .app import (
     CONTEXT_SETTINGS,
+    EXIT_ATTENTION,
     AppContext,
     cli,
     exit_for_attention,
@@ -220,7 +221,9 @@ def resend(app: AppContext, match_ids: tuple[str, ...], ids_file: Path | None) -
 @reports_errors
 def prune(app: AppContext, days: int | None, as_json: bool) -> None:
     """Remove superseded records older than the window, keeping their hashes, dates and
-    batch links, and forget departed patrons whose purge date has passed.
+    batch links, and forget departed patrons whose purge date has passed. Delete the delta
+    files of batches resolved before the window from the outbox, and deltasync's own withdrawn
+    files from remote_dir (Alma's .handled files are left alone).
 
     \b
     Example:
@@ -238,11 +241,17 @@ def prune(app: AppContext, days: int | None, as_json: bool) -> None:
         pruned = retention.prune_feed(store, feed, days=window, now=dt.datetime.now(dt.UTC))
     if as_json:
         click.echo(json.dumps(audit.as_json(pruned), indent=2))
-        return
-    click.echo(
-        f"pruned {pruned.payloads} superseded record(s) last seen before "
-        f"{when(pruned.cutoff)}; forgot {pruned.patrons} purged patron(s)"
-    )
+    else:
+        click.echo(
+            f"pruned {pruned.payloads} superseded record(s) last seen before "
+            f"{when(pruned.cutoff)}; forgot {pruned.patrons} purged patron(s); deleted "
+            f"{pruned.outbox_files} old delta file(s) from the outbox and "
+            f"{pruned.remote_files} withdrawn file(s) from remote_dir"
+        )
+        for problem in pruned.problems:
+            click.echo(f"ATTENTION: {problem}")
+    if pruned.problems:
+        raise SystemExit(EXIT_ATTENTION)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

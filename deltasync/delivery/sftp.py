@@ -3,8 +3,9 @@
 Key authentication only; the server's host key must already be in the configured known_hosts
 file (an unknown or changed key is refused, never added). Every network operation has a
 timeout, and transient failures (timeouts, dropped connections) are retried with exponential
-backoff on a fresh connection. Uploads go to a hidden temporary name, are checked for size,
-and only then renamed to the final ``.zip``.
+backoff on a fresh connection. Uploads go to a hidden, unpredictable temporary name created
+exclusively and made 0600 before any data is written, are checked for size, and only then
+renamed to the final ``.zip``, which is never overwritten.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ from ..errors import DeliveryError, DeltasyncError, RemoteFileMissing
 from . import RemoteFile, temporary_name
 
 T = TypeVar("T")
+PRIVATE_MODE = 0o600
+"""Delta files hold personal data: other accounts on the server must not read them."""
+UPLOAD_BLOCK = 32768
 
 
 class SftpTransport:
@@ -66,12 +70,20 @@ class SftpTransport:
 
     def upload(self, local: Path, name: str) -> RemoteFile:
         expected = local.stat().st_size
-        temporary = str(self.remote_dir / temporary_name(name))
         final = str(self.remote_dir / name)
 
         def operation(sftp: paramiko.SFTPClient) -> RemoteFile:
+            if _exists(sftp, final):
+                raise self._already_there(name)
+            # A fresh name per attempt; "x" (O_EXCL on the server) refuses a planted symlink.
+            temporary = str(self.remote_dir / temporary_name(name))
             try:
-                sftp.put(str(local), temporary, confirm=False)
+                with sftp.open(temporary, "wbx") as remote, local.open("rb") as source:
+                    # Private before the first byte: the file holds personal data.
+                    remote.chmod(PRIVATE_MODE)
+                    remote.set_pipelined(True)
+                    for block in iter(lambda: source.read(UPLOAD_BLOCK), b""):
+                        remote.write(block)
                 size = sftp.stat(temporary).st_size
                 if size != expected:
                     # paramiko pipelines writes, and a server out of space may not say so.
@@ -81,7 +93,13 @@ class SftpTransport:
                         "cause)",
                         transient=True,
                     )
-                sftp.posix_rename(temporary, final)
+                try:
+                    # Plain SFTP rename, unlike posix-rename, never replaces an existing file.
+                    sftp.rename(temporary, final)
+                except OSError:
+                    if _exists(sftp, final):
+                        raise self._already_there(name) from None
+                    raise
                 attributes = sftp.stat(final)
             except BaseException:
                 self._discard(temporary)
@@ -89,6 +107,13 @@ class SftpTransport:
             return RemoteFile(name, attributes.st_size or 0, float(attributes.st_mtime or 0))
 
         return self._retrying(f"upload of {local.name}", operation)
+
+    def _already_there(self, name: str) -> DeliveryError:
+        return DeliveryError(
+            f"{self.describe()}/{name}: a file of that name is already on the server; "
+            "refusing to overwrite it",
+            transient=False,
+        )
 
     def rename(self, old: str, new: str) -> None:
         source = str(self.remote_dir / old)
@@ -100,6 +125,17 @@ class SftpTransport:
                 raise RemoteFileMissing(f"{self.describe()}/{old}: not there any more") from exc
 
         self._retrying(f"rename of {old}", operation)
+
+    def remove(self, name: str) -> None:
+        path = str(self.remote_dir / name)
+
+        def operation(sftp: paramiko.SFTPClient) -> None:
+            try:
+                sftp.remove(path)
+            except FileNotFoundError:
+                return
+
+        self._retrying(f"removal of {name}", operation)
 
     def close(self) -> None:
         if self._sftp is not None:
@@ -225,6 +261,14 @@ class SftpTransport:
                 detail += " (the server gave no reason; a full disk or quota is the usual cause)"
             return DeliveryError(f"{where} failed: {detail}", transient=True)
         return DeliveryError(f"{where} failed: {_describe(exc)}", transient=True)
+
+
+def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        sftp.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _is_transient(exc: BaseException) -> bool:

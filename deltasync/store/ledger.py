@@ -47,6 +47,8 @@ class BatchState:
     attempts: int
     last_error: str | None
     job_instance: str | None
+    sha256: str
+    """Of the delta file as it was built: every upload is checked against it."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ def _state(row: Any) -> BatchState:
         row.attempts,
         row.last_error,
         row.job_instance,
+        row.sha256,
     )
 
 
