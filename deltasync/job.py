@@ -178,7 +178,9 @@ def _run_locked(
                     pruned = retention.prune(
                         conn, feed, job.feed_id, days=feed.retention_days, now=job.now
                     )
-                pruned = retention.prune_files(store, feed, job.feed_id, pruned, ledger.transport)
+                # After a remote failure (already reported) the cleanup there waits a run.
+                remote = None if ledger.remote_failed else ledger.transport
+                pruned = retention.prune_files(store, feed, job.feed_id, pruned, remote)
                 result = replace(
                     result, pruned=pruned, attention=[*result.attention, *pruned.problems]
                 )

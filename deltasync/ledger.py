@@ -68,6 +68,8 @@ class Ledger:
                 )
             self.jobs = AlmaJobs(alma, self.delivery.job_id)
         self.report = LedgerReport()
+        self.remote_failed = False
+        """A remote operation failed this run (and was reported); more would only repeat it."""
 
     def close(self) -> None:
         if self.transport is not None:
@@ -86,6 +88,7 @@ class Ledger:
         try:
             listing = self._listing()
         except DeliveryError as exc:
+            self.remote_failed = True
             self.report.attention.append(f"cannot check delivered batches: {exc}")
             return
         for batch in open_batches:
@@ -348,6 +351,7 @@ class Ledger:
         return True
 
     def _failed_attempt(self, batch: led.BatchState, now: dt.datetime, error: str) -> None:
+        self.remote_failed = True  # mostly a remote error; at worst retention waits a run
         with self.store.begin() as conn:
             led.attempt_failed(conn, batch, now, error)
         self.report.attention.append(f"batch {batch.seq} not delivered: {error}")
