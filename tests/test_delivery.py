@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -76,6 +77,23 @@ def test_folder_upload_list_rename(tmp_path: Path, delta: Path) -> None:
         transport.rename(delta.name, "x")
 
 
+def test_folder_upload_never_overwrites_a_file_of_the_same_name(
+    tmp_path: Path, delta: Path
+) -> None:
+    inbox = tmp_path / "alma-inbox"
+    inbox.mkdir()
+    (inbox / delta.name).write_bytes(b"another file, maybe already read by Alma")
+    with pytest.raises(DeliveryError) as caught:
+        FolderTransport(inbox).upload(delta, delta.name)
+    assert str(caught.value) == (
+        f"{inbox / delta.name}: a file of that name is already in the delivery folder; "
+        "refusing to overwrite it"
+    )
+    assert caught.value.transient is False
+    assert (inbox / delta.name).read_bytes() == b"another file, maybe already read by Alma"
+    assert [p.name for p in inbox.iterdir()] == [delta.name]  # no temporary left
+
+
 def test_folder_failure_is_a_clear_error(tmp_path: Path, delta: Path) -> None:
     inbox = tmp_path / "inbox"
     inbox.write_text("a file where the folder should be")
@@ -102,6 +120,24 @@ def test_sftp_upload_is_atomic_and_checked(ssh: SshServer, delta: Path) -> None:
         assert (folder / (delta.name + ".withdrawn")).exists()
         with pytest.raises(RemoteFileMissing):
             transport.rename(delta.name, "again")
+
+
+def test_sftp_upload_is_private_and_never_overwrites(ssh: SshServer, delta: Path) -> None:
+    folder = remote_folder(ssh, "private")
+    with SftpTransport(settings(ssh), str(folder)) as transport:
+        transport.upload(delta, delta.name)
+        assert stat.S_IMODE((folder / delta.name).stat().st_mode) == 0o600
+        (folder / delta.name).write_bytes(b"another file")
+        with pytest.raises(DeliveryError) as caught:
+            transport.upload(delta, delta.name)
+        assert str(caught.value) == (
+            f"{transport.describe()}/{delta.name}: a file of that name is already on the "
+            "server; refusing to overwrite it"
+        )
+        assert caught.value.transient is False
+        transport.remove(delta.name)
+        transport.remove(delta.name)  # gone already: not an error
+    assert list(folder.iterdir()) == []
 
 
 def test_sftp_changed_host_key_is_refused(ssh: SshServer, delta: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +86,24 @@ def test_delivery_over_sftp_and_pickup_by_alma(
     assert "batch 1 picked up by Alma" in second["ledger"]
     status = json.loads(invoke(config, "status", "--json").stdout)
     assert status["batches_by_status"] == {"confirmed": 1, "uploaded": 1}
+
+
+def test_delta_files_on_the_server_are_private(
+    sqlite_url: str,
+    tmp_path: Path,
+    ssh_server: SshServer,
+    remote: Path,
+    make_extract: Callable[..., Path],
+) -> None:
+    config = sftp_config(tmp_path, sqlite_url, ssh_server, remote)
+    code, first = run_json(config, make_extract(0, PATRONS))
+    assert code == 0, first
+    batch = first["batch"]
+    assert isinstance(batch, dict)
+    name = Path(batch["file"]).name
+    assert [p.name for p in remote.iterdir()] == [name]  # no temporary left behind
+    assert stat.S_IMODE((remote / name).stat().st_mode) == 0o600
+    assert (remote / name).read_bytes() == Path(batch["file"]).read_bytes()
 
 
 def generate_extract_day_time() -> object:
