@@ -80,7 +80,8 @@ def test_sweep_sets_aside_unknown_files_and_removes_temporaries(tmp_path: Path) 
         known,
         orphan,
         other_feed,
-        ".patrons_000003_20270105T063005Z.zip.tmp",
+        ".patrons_000003_20270105T063005Z.zip.tmp",  # an older version's temporary
+        ".patrons_000004_20270106T063005Z_0badcafe.zip.0123456789abcdef.tmp",
         "notes.txt",
     ):
         (tmp_path / name).write_text(name)
