@@ -28,7 +28,7 @@ from .canonical import parse_payload
 from .config import FeedConfig
 from .delivery import Transport, hidden_original, open_transport
 from .departure import parse_alma_date
-from .errors import DeliveryError
+from .errors import DeltasyncError
 from .store import Store
 from .store import ledger as led
 from .store import snapshot as snap
@@ -145,7 +145,7 @@ def _prune_remote(transport: Transport, feed: str, pruned: Pruned, problems: lis
             if remote.mtime < pruned.cutoff.timestamp():
                 transport.remove(remote.name)
                 deleted += 1
-    except DeliveryError as exc:
+    except DeltasyncError as exc:  # unreachable, refused, or a key's passphrase missing
         problems.append(f"cannot delete old withdrawn files from remote_dir: {exc}")
     return deleted
 
