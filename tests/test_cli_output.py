@@ -159,9 +159,39 @@ def test_prune_json_when_retention_keeps_everything(
     result = invoke(config, "prune", "--json")
     assert result.exit_code == 0, result.output
     # The keys of any prune; no cutoff, because there is no window.
-    assert json.loads(result.stdout) == {"cutoff": None, "payloads": 0, "patrons": 0}
+    assert json.loads(result.stdout) == {
+        "cutoff": None,
+        "payloads": 0,
+        "patrons": 0,
+        "outbox_files": 0,
+        "remote_files": 0,
+        "problems": [],
+    }
     text = invoke(config, "prune")
     assert text.stdout == (
         "feed 'patrons' keeps everything (retention_days = 0): nothing pruned; "
         "give --older-than DAYS to prune anyway\n"
     )
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_prune_exit_4_says_why_on_stderr(
+    sqlite_url: str, write_config: Callable[..., Path], tmp_path: Path, as_json: bool
+) -> None:
+    remote = tmp_path / "alma-inbox"
+    remote.mkdir()
+    config = write_config(sqlite_url, feed={"transport": "dir", "remote_dir": str(remote)})
+    assert invoke(config, "run", str(write(tmp_path, "a.xml", users(record("A"))))).exit_code == 0
+    for file in remote.iterdir():
+        file.unlink()
+    remote.rmdir()
+    remote.write_text("not a folder")  # the mount is broken: old files cannot be cleaned up
+    result = invoke(config, "prune", "--older-than", "0", *(["--json"] if as_json else []))
+    assert result.exit_code == 4, result.output
+    if as_json:
+        problems = json.loads(result.stdout)["problems"]
+    else:
+        prefix = "ATTENTION: "
+        problems = [line[len(prefix) :] for line in result.stdout.splitlines() if prefix in line]
+    assert problems and problems[0].startswith("cannot delete old withdrawn files from remote_dir")
+    assert result.stderr == _attention_lines("patrons", problems)

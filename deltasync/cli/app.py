@@ -12,7 +12,7 @@ import functools
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,15 +165,20 @@ def cli(ctx: click.Context, config_path: Path | None, feed_name: str | None) -> 
 
 
 def exit_for_attention(result: job.RunResult) -> None:
-    """Exit 4 when the result needs a person, saying why on stderr.
+    """Exit 4 when the result needs a person, saying why on stderr."""
+    exit_for_reasons(result.feed, result.attention)
+
+
+def exit_for_reasons(feed: str, reasons: Sequence[str]) -> None:
+    """Exit 4 when there are reasons a person should look, writing each to stderr.
 
     The work is done; exit 4 so cron mail reaches someone. The reasons go to stderr as well as
     to the normal output, because cron lines often send stdout to a log (and ``--json`` keeps
     stdout for the JSON), so stderr is what gets mailed.
     """
-    if result.attention:
-        for reason in result.attention:
-            click.echo(f"ATTENTION: feed {result.feed}: {reason}", err=True)
+    if reasons:
+        for reason in reasons:
+            click.echo(f"ATTENTION: feed {feed}: {reason}", err=True)
         raise SystemExit(EXIT_ATTENTION)
 
 

@@ -88,7 +88,8 @@ def check(app: AppContext, file: Path, as_json: bool) -> None:
 
     Prints counts per code, then each finding with its match ID and line. Uses the feed's
     checks when a configuration is found, else the defaults (CARLI I-Share). Exit 0 when no
-    record would be held back, 4 when some would, 1 when the file itself is unreadable.
+    record would be held back, 4 when some would (stderr says how many), 1 when the file is
+    missing or unreadable.
 
     \b
     Example:

@@ -13,10 +13,10 @@ from .. import audit, job, ledger, recovery, retention
 from ..store import backup as store_backup
 from .app import (
     CONTEXT_SETTINGS,
-    EXIT_ATTENTION,
     AppContext,
     cli,
     exit_for_attention,
+    exit_for_reasons,
     json_option,
     pass_app,
     reports_errors,
@@ -235,8 +235,10 @@ def prune(app: AppContext, days: int | None, as_json: bool) -> None:
     window = feed.retention_days if days is None else days
     if days is None and window == 0:
         if as_json:
-            # The keys of any prune, so scripts read one shape; no window, so no cutoff.
-            click.echo(json.dumps({"cutoff": None, "payloads": 0, "patrons": 0}, indent=2))
+            # The keys of any prune that removed nothing, so scripts read one shape; there is
+            # no window, so no cutoff.
+            nothing = retention.Pruned(dt.datetime.now(dt.UTC), payloads=0, patrons=0)
+            click.echo(json.dumps({**audit.as_json(nothing), "cutoff": None}, indent=2))
             return
         click.echo(
             f"feed {feed.name!r} keeps everything (retention_days = 0): nothing pruned; "
@@ -256,8 +258,7 @@ def prune(app: AppContext, days: int | None, as_json: bool) -> None:
         )
         for problem in pruned.problems:
             click.echo(f"ATTENTION: {problem}")
-    if pruned.problems:
-        raise SystemExit(EXIT_ATTENTION)
+    exit_for_reasons(feed.name, pruned.problems)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
