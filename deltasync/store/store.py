@@ -9,7 +9,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
-from .engine import create_store_engine, migrate, safe_url
+from .engine import create_store_engine, migrate, safe_text, safe_url
 
 
 class Store:
@@ -30,7 +30,7 @@ class Store:
             with self.engine.begin() as connection:
                 yield connection
         except SQLAlchemyError as exc:
-            raise StoreError(f"state store {self.url}: {exc}") from exc
+            raise StoreError(f"state store {self.url}: {safe_text(self.engine.url, exc)}") from exc
 
     def close(self) -> None:
         """Release the store's connections."""
