@@ -127,10 +127,15 @@ def _read_zip(
         for info in infos:
             _check_member(path, info)
         members = sorted(
-            info.filename
-            for info in infos
-            if info.filename.lower().endswith(".xml") and not info.filename.startswith("__MACOSX/")
+            (
+                info
+                for info in infos
+                if info.filename.lower().endswith(".xml")
+                and not info.filename.startswith("__MACOSX/")
+            ),
+            key=lambda info: info.filename,
         )
+        _check_members(path, members)
         if not members:
             raise ExtractError(f"{path}: the zip file holds no .xml file", code="zip-no-xml")
         total = sum(i.file_size for i in infos)
@@ -141,14 +146,35 @@ def _read_zip(
                 code="zip-too-large",
             )
         for member in members:
+            name = member.filename
             try:
-                stream = archive.open(member)
-            except (zipfile.BadZipFile, OSError, NotImplementedError) as exc:
+                stream = archive.open(member)  # by entry, not by name: names may repeat
+            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
                 raise ExtractError(
-                    f"{path}!{member}: cannot open zip member: {exc}", code="zip-corrupt"
+                    f"{path}!{name}: cannot open zip member: {exc}", code="zip-corrupt"
                 ) from exc
             with stream:
-                yield from _parse(stream, f"{path}!{member}", raw, progress, encoding)
+                yield from _parse(stream, f"{path}!{name}", raw, progress, encoding)
+
+
+def _check_members(path: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse what zipfile would read wrongly or not at all, before reading any of it."""
+    seen: set[str] = set()
+    for info in members:
+        if info.filename in seen:
+            # zipfile finds a name's last entry only: the other would silently go unread.
+            raise ExtractError(
+                f"{path}: the zip file holds two members named {info.filename!r}; only one "
+                "of them could be read: zip the extract again with distinct names",
+                code="zip-duplicate-name",
+            )
+        seen.add(info.filename)
+        if info.flag_bits & 0x1:
+            raise ExtractError(
+                f"{path}!{info.filename}: the zip member is encrypted; Alma cannot read it "
+                "either: zip the extract without a password",
+                code="zip-encrypted",
+            )
 
 
 def _check_member(path: Path, info: zipfile.ZipInfo) -> None:

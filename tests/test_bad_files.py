@@ -8,6 +8,7 @@ import io
 import os
 import subprocess
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,29 @@ def zipped(entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> byt
     with zipfile.ZipFile(buffer, "w", method) as archive:
         for name, data in entries.items():
             archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def encrypted(name: str, data: bytes) -> bytes:
+    """A zip whose member is marked encrypted (ZipCrypto), as `zip -e` writes it.
+
+    zipfile cannot encrypt, so this sets the flag bit in the local and central headers.
+    """
+    content = bytearray(zipped({name: data}, zipfile.ZIP_STORED))
+    for signature, flags_at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = content.index(signature)
+        content[start + flags_at] |= 0x1
+    return bytes(content)
+
+
+def twice(name: str, first: bytes, second: bytes) -> bytes:
+    """A zip holding two members of the same name (zip -u, or two tools writing one zip)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns: "Duplicate name"
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr(name, first)
+            archive.writestr(name, second)
     return buffer.getvalue()
 
 
@@ -67,6 +91,18 @@ CORPUS: dict[str, tuple[str, bytes, str]] = {
     "zip-corrupt": ("bad.zip", zipped({"a.xml": GOOD.encode()})[:60], "not a readable zip"),
     "zip-no-xml": ("noxml.zip", zipped({"readme.txt": b"hello"}), "holds no .xml file"),
     "zip-unsafe-name": ("evil.zip", zipped({"../../etc/users.xml": GOOD.encode()}), "unsafe name"),
+    "zip-encrypted": (
+        "locked.zip",
+        encrypted("users.xml", GOOD.encode()),
+        "!users.xml: the zip member is encrypted; Alma cannot read it either: zip the "
+        "extract without a password",
+    ),
+    "zip-duplicate-name": (
+        "twice.zip",
+        twice("users.xml", GOOD.encode(), GOOD.replace("A1", "C3").encode()),
+        ": the zip file holds two members named 'users.xml'; only one of them could be "
+        "read: zip the extract again with distinct names",
+    ),
     "zip-too-large": (
         "bomb.zip",
         zipped({"a.xml": GOOD.encode() + b" " * 5_000_000}),

@@ -177,6 +177,9 @@ FILE_CODES: dict[str, str] = {
     "transfer)",
     "zip-no-xml": "the zip holds no .xml file",
     "zip-unsafe-name": "a zip entry name with an absolute path, '..' or a backslash path",
+    "zip-encrypted": "a zip member is encrypted (password-protected): Alma cannot read it either",
+    "zip-duplicate-name": "the zip holds two members of the same name, so one of them could "
+    "never be read",
     "zip-too-large": "the zip unpacks to more than Alma's 4 GB, or one entry more than 200 "
     "times its packed size (a zip bomb)",
 }
