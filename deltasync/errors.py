@@ -20,6 +20,10 @@ class ExtractError(DeltasyncError):
         """A stable name for the problem (README: Pre-flight checks)."""
 
 
+class InputError(DeltasyncError):
+    """A file the user gave (such as a list of match IDs) cannot be used; names file and line."""
+
+
 class StoreError(DeltasyncError):
     """The state store cannot be opened, migrated or written."""
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,14 @@ from .alma_api import FAILED as RUN_FAILED
 from .alma_api import WITH_ERRORS, AlmaApiError, AlmaJobs
 from .config import AlmaApiConfig, FeedConfig
 from .delivery import HANDLED_SUFFIX, RemoteFile, Transport, open_transport, withdrawn_name
-from .errors import ConfigError, DeliveryError, DeltasyncError, NotFound, RemoteFileMissing
+from .errors import (
+    ConfigError,
+    DeliveryError,
+    DeltasyncError,
+    InputError,
+    NotFound,
+    RemoteFileMissing,
+)
 from .store import Store
 from .store import ledger as led
 
@@ -389,13 +397,35 @@ def fail(store: Store, feed: FeedConfig, seq: int, reason: str, now: dt.datetime
         led.transition(conn, batch, led.FAILED, now, f"failed by staff: {reason}")
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
+"""Characters no match ID can hold (XML forbids them): a binary file, not a list of IDs."""
+
+
 def read_ids(path: Path) -> list[str]:
     """The match IDs in a file, one per line; blank lines and ``#`` comments are skipped."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError as exc:
         raise NotFound(f"{path}: cannot read: {exc.strerror}") from exc
-    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    ids: list[str] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{path}: line {number}: not UTF-8") from None
+        if _CONTROL.search(line):
+            raise InputError(
+                f"{path}: line {number}: a NUL or control character; a file of match IDs is "
+                "plain text, one ID per line"
+            )
+        if line.strip() and not line.startswith("#"):
+            ids.append(line.strip())
+    return ids
+
+
+READ_BY_ALMA = (led.BUILT, led.UPLOADED, led.PICKED_UP, led.CONFIRMED)
+"""The states of a batch whose file Alma may have loaded: confirmed (in pickup mode too), and
+built (a run that died after the upload could not record it; the next reconcile will)."""
 
 
 def reject(
@@ -403,6 +433,13 @@ def reject(
 ) -> tuple[int, list[str]]:
     """Record the match IDs Alma rejected in batch ``seq``; returns (marked, unknown IDs)."""
     _feed_id, batch = _open_batch(store, feed, seq)
+    if batch.status not in READ_BY_ALMA:
+        # Taken back unread, or not loaded at all: marking its patrons rejected would keep
+        # their undelivered records out of the next delta.
+        raise NotFound(
+            f"batch {seq} is {batch.status}: Alma never read it, so it rejected no one; "
+            "record rejections against the batch Alma loaded"
+        )
     ids = read_ids(ids_file)
     with store.begin() as conn:
         carried = led.members(conn, batch)
