@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from .canonical import parse_payload
+from .matchid import MatchIdRule
 
 if TYPE_CHECKING:  # config imports the checks, which parse dates with this module
     from .config import DepartureConfig
@@ -47,6 +48,17 @@ def record_expiry(user: etree._Element) -> dt.date | None:
 def needs_expiration(last_sent_expiry: dt.date | None, policy_date: dt.date) -> bool:
     """False when Alma already holds an expiry on or before the policy date."""
     return last_sent_expiry is None or last_sent_expiry > policy_date
+
+
+def is_record_of(payload: bytes, rule: MatchIdRule, match_key: str) -> bool:
+    """Whether a stored payload reads as a ``<user>`` record of the patron ``match_key``
+    (a damaged one does not, and an expiration record built from it would wipe fields)."""
+    try:
+        user = parse_payload(payload)
+    except etree.XMLSyntaxError:
+        return False
+    value = rule.value(user) if user.tag == "user" else None
+    return value is not None and rule.key(value) == match_key
 
 
 def expiration_record(

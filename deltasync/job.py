@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lxml import etree
 from sqlalchemy import Connection
 
 from . import outbox, retention
@@ -26,7 +27,7 @@ from .checks.identifiers import value_hash
 from .checks.record import identifier_values
 from .config import AlmaApiConfig, Config, FeedConfig, Limit
 from .delivery import Transport
-from .departure import expiration_record, needs_expiration, record_expiry
+from .departure import expiration_record, is_record_of, needs_expiration, record_expiry
 from .diff import Counts, Diff, HeldBack, Kind
 from .errors import GuardRefused, NotFound
 from .extract import Progress, sha256_of
@@ -389,6 +390,8 @@ class _Run:
         self.feed_id = 0
         self.fixes_before: str | None = None
         self.repaired: set[str] = set()
+        self.notices: list[str] = []
+        """What a person should know about this ingest (run exits 4)."""
 
     def discard_file(self) -> None:
         if self.delta is not None:
@@ -446,7 +449,7 @@ class _Run:
             rows = led.pending(conn, feed_row.id)
             waiting = led.waiting(conn, feed_row.id)
             batch: BatchInfo | None = None
-            if any((r.patron_id, r.digest) not in waiting for r in rows):
+            if any((r.patron_id, r.version_id) not in waiting for r in rows):
                 self.delta, batch, batch_id = _build_batch(
                     conn,
                     self.feed,
@@ -496,6 +499,7 @@ class _Run:
             rehashed=rehashed,
             departed_without_record=len(without_record),
             orphans=orphans,
+            attention=list(self.notices),
         )
         if self.dry_run:
             raise _DryRunDone(result)
@@ -528,7 +532,10 @@ class _Run:
             entry = diff.snapshot.get(key)
             if entry is None:
                 return set()
-            user = parse_payload(snap.current_payload(stager.conn, entry.patron_id))
+            try:
+                user = parse_payload(snap.current_payload(stager.conn, entry.patron_id))
+            except etree.XMLSyntaxError:
+                return set()  # a damaged stored record holds no identifier we can trust
             return {value_hash(value) for _type, value in identifier_values(user)}
 
         fixes = self.feed.checks.fixes
@@ -586,7 +593,11 @@ class _Run:
             if not needs_expiration(last.expiry_date, expiry):
                 without_record.append(last.patron_id)
                 continue
-            user = expiration_record(last.payload, policy, expiry)
+            base = self._readable_record(conn, last)
+            if base is None:
+                without_record.append(last.patron_id)
+                continue
+            user = expiration_record(base, policy, expiry)
             stager.add(
                 match_key=last.match_key,
                 match_id=last.match_id,
@@ -597,3 +608,22 @@ class _Run:
                 expiry_date=expiry,
             )
         return without_record
+
+    def _readable_record(self, conn: Any, last: snap.LastSent) -> bytes | None:
+        """The payload to build ``last``'s expiration record from: the stored record, or when
+        it is damaged the newest earlier version that reads as this patron's; None if none."""
+        rule = self.feed.match_id
+        if is_record_of(last.payload, rule, last.match_key):
+            return last.payload
+        for payload in snap.earlier_payloads(conn, last.patron_id):
+            if is_record_of(payload, rule, last.match_key):
+                self.notices.append(
+                    f"{last.match_id}: the stored record is unreadable; the expiration record "
+                    "was built from an earlier version, which Alma gets in full (swap-all)"
+                )
+                return payload
+        self.notices.append(
+            f"{last.match_id}: the stored record is unreadable and no earlier version is: no "
+            "expiration record was sent; expire the patron in Alma by hand"
+        )
+        return None

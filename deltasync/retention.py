@@ -21,6 +21,7 @@ import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lxml import etree
 from sqlalchemy import Connection, and_, delete, exists, func, select, update
 
 from . import outbox
@@ -199,7 +200,11 @@ def _forget_purged(conn: Connection, feed_id: int, today: dt.date) -> int:
     )
     purged: list[int] = []
     for patron_id, payload in candidates:
-        purge = parse_alma_date(parse_payload(bytes(payload)).findtext("purge_date"))
+        try:
+            record = parse_payload(bytes(payload))
+        except etree.XMLSyntaxError:
+            continue  # a damaged record tells no purge date: keep the patron (run reports it)
+        purge = parse_alma_date(record.findtext("purge_date"))
         if purge is not None and purge < today:
             purged.append(int(patron_id))
     for start in range(0, len(purged), CHUNK):

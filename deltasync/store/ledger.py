@@ -13,7 +13,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    and_,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from ..errors import NotFound, StoreError
 from .models import BatchEvent, BatchPatron
@@ -28,6 +39,8 @@ SUPERSEDED = "superseded"
 OPEN = (BUILT, UPLOADED, PICKED_UP)
 SENT = "sent"
 REJECTED = "rejected"
+SENT_ONCE_KINDS = ("departed", "returned")
+"""Kinds of version that must reach Alma once, whatever their digest (diff.Kind values)."""
 
 event_t = cast(Table, BatchEvent.__table__)
 member_t = cast(Table, BatchPatron.__table__)
@@ -216,6 +229,30 @@ def forget_rejections(conn: Connection, feed_id: int) -> None:
     )
 
 
+def _unconfirmed() -> ColumnElement[bool]:
+    """A patron whose desired record Alma does not hold: its digest differs from the one
+    confirmed, or it is a departure or a return that no confirmed batch carried.
+
+    The kind counts as well as the digest: with ``ignore = ["expiry_date"]`` an expiration
+    record digests like the record before it, and a return like the expiration record, yet
+    Alma holds the other one.
+    """
+    p, m, b, v = patron_t.c, member_t.c, batch_t.c, version_t.c
+    once = exists(
+        select(v.id).where(v.id == p.current_version_id, v.kind.in_(SENT_ONCE_KINDS))
+    ) & ~exists(
+        select(m.id)
+        .join(batch_t, b.id == m.batch_id)
+        .where(
+            m.patron_id == p.id,
+            m.version_id == p.current_version_id,
+            m.outcome == SENT,
+            b.status == CONFIRMED,
+        )
+    )
+    return or_(p.confirmed_digest.is_(None), p.confirmed_digest != p.digest, once)
+
+
 def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> list[Pending]:
     """Patrons to send: desired ≠ confirmed, unless Alma already has that record in hand.
 
@@ -224,22 +261,31 @@ def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> 
     later one is included, confirmed or not.
     """
     p, m, b = patron_t.c, member_t.c, batch_t.c
+    # The version, not the digest, says which record Alma has in hand or rejected: an
+    # expiration record may digest like the record before it.
     in_flight = exists(
         select(m.id)
         .join(batch_t, b.id == m.batch_id)
         .where(
             m.patron_id == p.id,
-            m.digest == p.digest,
+            m.version_id == p.current_version_id,
             b.status == PICKED_UP,
             # Only batches after what Alma confirmed (after a `resend`, nothing older counts).
             b.seq > func.coalesce(p.confirmed_seq, 0),
         )
     )
-    differs = and_(
-        or_(p.confirmed_digest.is_(None), p.confirmed_digest != p.digest),
-        or_(p.rejected_digest.is_(None), p.rejected_digest != p.digest),
-        ~in_flight,
+    rejected = and_(
+        p.rejected_digest.is_not(None),  # cleared by `replay` and `resend`
+        p.rejected_digest == p.digest,
+        exists(
+            select(m.id).where(
+                m.patron_id == p.id,
+                m.version_id == p.current_version_id,
+                m.outcome == REJECTED,
+            )
+        ),
     )
+    differs = and_(_unconfirmed(), ~rejected, ~in_flight)
     condition = differs
     if since_seq is not None:
         carried = (
@@ -256,15 +302,18 @@ def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> 
     return [Pending(pid, key, int(vid), bytes(digest)) for pid, key, vid, digest in rows]
 
 
-def waiting(conn: Connection, feed_id: int) -> set[tuple[int, bytes]]:
-    """(patron, digest) carried by batches built or uploaded but not picked up yet."""
+def waiting(conn: Connection, feed_id: int) -> set[tuple[int, int]]:
+    """(patron, version) carried by batches built or uploaded but not picked up yet.
+
+    By version, not digest: an expiration record may digest like the record it replaces.
+    """
     m, b = member_t.c, batch_t.c
     rows = conn.execute(
-        select(m.patron_id, m.digest)
+        select(m.patron_id, m.version_id)
         .join(batch_t, b.id == m.batch_id)
         .where(b.feed_id == feed_id, b.status.in_([BUILT, UPLOADED]))
     )
-    return {(pid, bytes(digest)) for pid, digest in rows}
+    return {(int(pid), int(vid)) for pid, vid in rows}
 
 
 def add_members(conn: Connection, batch_id: int, rows: list[Pending]) -> None:
@@ -332,7 +381,7 @@ def awaiting_confirmation(conn: Connection, feed_id: int) -> int:
             .where(
                 p.feed_id == feed_id,
                 p.current_version_id.is_not(None),
-                or_(p.confirmed_digest.is_(None), p.confirmed_digest != p.digest),
+                _unconfirmed(),
             )
         ).scalar_one()
     )

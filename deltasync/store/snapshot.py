@@ -293,6 +293,24 @@ def last_sent(conn: Connection, patron_ids: list[int]) -> Iterator[LastSent]:
             yield LastSent(row.id, row.match_key, row.match_id, row.expiry_date, bytes(row.payload))
 
 
+def earlier_payloads(conn: Connection, patron_id: int) -> list[bytes]:
+    """The payloads of a patron's versions before the current one, newest first (pruned ones
+    have none)."""
+    rows = conn.execute(
+        select(version_t.c.payload)
+        .where(
+            version_t.c.patron_id == patron_id,
+            version_t.c.payload.is_not(None),
+            version_t.c.id
+            < select(patron_t.c.current_version_id)
+            .where(patron_t.c.id == patron_id)
+            .scalar_subquery(),
+        )
+        .order_by(version_t.c.id.desc())
+    )
+    return [bytes(payload) for (payload,) in rows]
+
+
 def current_payload(conn: Connection, patron_id: int) -> bytes:
     """The stored record a patron's snapshot holds now."""
     payload = conn.execute(
