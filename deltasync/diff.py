@@ -61,8 +61,9 @@ class Diff:
     """Classifies each record of an extract, streaming, against a snapshot index.
 
     A match ID seen twice is held back: the first copy's classification is withdrawn, so
-    neither copy is sent and the patron is not counted as departed either. A record that fails
-    its checks is held back the same way through :meth:`hold`.
+    neither copy is sent and the patron is not counted as departed either. So are two match
+    IDs that another common case folding takes for one (``folds``: STRASSE3 and straße3). A
+    record that fails its checks is held back the same way through :meth:`hold`.
     """
 
     snapshot: Mapping[str, SnapshotEntry]
@@ -71,9 +72,22 @@ class Diff:
     _held: dict[str, HeldBack] = field(default_factory=dict)
     _unidentified: list[HeldBack] = field(default_factory=list)
     _failed: dict[str, HeldBack] = field(default_factory=dict)
+    _ids: dict[str, str] = field(default_factory=dict)
+    """The match ID as first written, by key."""
+    _fold_owner: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """A folded form that differs from its key → (that key, the folding's name)."""
+    _ambiguous: set[str] = field(default_factory=set)
 
-    def observe(self, key: str, match_id: str, digest: bytes, where: str) -> Kind:
-        """Classify one record; HELD_BACK if its match ID already occurred in this extract."""
+    def observe(
+        self,
+        key: str,
+        match_id: str,
+        digest: bytes,
+        where: str,
+        folds: Mapping[str, str] | None = None,
+    ) -> Kind:
+        """Classify one record; HELD_BACK if its match ID already occurred in this extract,
+        or if one of its ``folds`` (name → form) makes it one with another match ID."""
         held = self._held.get(key)
         if held is not None:
             self._held[key] = HeldBack(held.match_id, held.reason, (*held.where, where))
@@ -85,6 +99,11 @@ class Diff:
             self._held[key] = HeldBack(
                 match_id, "match ID occurs more than once in the extract", (first, where)
             )
+            return Kind.HELD_BACK
+        self._ids[key] = match_id
+        clash = self._clash(key, folds or {})
+        if clash is not None:
+            self._hold_ambiguous(key, where, *clash)
             return Kind.HELD_BACK
         entry = self.snapshot.get(key)
         if entry is None:
@@ -98,6 +117,40 @@ class Diff:
         self._seen[key] = kind
         self._where[key] = where
         return kind
+
+    def _clash(self, key: str, folds: Mapping[str, str]) -> tuple[str, str] | None:
+        """``(other key, folding)`` when a folded form of this ID is another ID's."""
+        found: tuple[str, str] | None = None
+        owner = self._fold_owner.get(key)
+        if owner is not None and owner[0] != key:
+            found = owner
+        for name, form in folds.items():
+            if found is None:
+                other = self._fold_owner.get(form)
+                if other is not None and other[0] != key:
+                    found = (other[0], name)
+                elif form in self._ids and form != key:
+                    found = (form, name)
+            self._fold_owner.setdefault(form, (key, name))
+        return found
+
+    def _hold_ambiguous(self, key: str, where: str, other: str, folding: str) -> None:
+        first, second = sorted((self._ids[other], self._ids[key]))
+        reason = (
+            f"match IDs {first} and {second} are one under {folding}: Alma may take them "
+            "for one patron"
+        )
+        held = self._held.get(other)
+        if held is None:
+            self._seen.pop(other, None)
+            self._failed.pop(other, None)
+            there = self._where.pop(other)
+            self._held[other] = HeldBack(self._ids[other], reason, (there, where))
+            self._ambiguous.add(other)
+        else:
+            there = held.where[0]
+        self._held[key] = HeldBack(self._ids[key], reason, (where, there))
+        self._ambiguous.add(key)
 
     def hold(self, key: str, match_id: str, reason: str) -> None:
         """Hold back a classified record after all (it failed its checks): it is not sent,
@@ -135,7 +188,12 @@ class Diff:
     @property
     def duplicates(self) -> list[HeldBack]:
         """The match IDs held back because they occurred more than once."""
-        return list(self._held.values())
+        return [h for key, h in self._held.items() if key not in self._ambiguous]
+
+    @property
+    def ambiguous(self) -> list[HeldBack]:
+        """The match IDs held back because another folding takes them for another one."""
+        return [h for key, h in self._held.items() if key in self._ambiguous]
 
     @property
     def held_back_keys(self) -> set[str]:

@@ -53,6 +53,21 @@ RECORD_CODES: dict[str, Code] = {
             _ONLY_ERROR,
         ),
         Code(
+            "match-id-ambiguous",
+            "two match IDs that another common case folding (lower(), casefold()) takes for "
+            "one, such as STRASSE3 and straße3: Alma may load them as one patron; neither is "
+            "sent",
+            Policy.ERROR,
+            _ONLY_ERROR,
+        ),
+        Code(
+            "match-id-too-long",
+            "the match ID has more than 255 characters, the most Alma's schema allows for "
+            "primary_id and identifier values: it cannot be tracked",
+            Policy.ERROR,
+            _ONLY_ERROR,
+        ),
+        Code(
             "identifier-taken",
             "an identifier value (primary or additional) is also held by another patron of the "
             "extract; Alma rejects the second: 'already taken'",

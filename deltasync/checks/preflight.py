@@ -20,7 +20,7 @@ from lxml import etree
 from ..canonical import Recipe
 from ..diff import SENT_KINDS, Diff, Kind
 from ..extract import Progress, SourceRecord, read_records
-from ..matchid import MatchIdRule
+from ..matchid import MAX_LENGTH, MatchIdRule, shown
 from .codes import Policy
 from .findings import Finding, Report, errors
 from .identifiers import IdentifierIndex
@@ -95,16 +95,19 @@ class Preflight:
                 self.identifiers.add(match_id, identifier_values(user))
             key = rule.key(match_id)
             digest = self.recipe.digest(user)
-            kind = diff.observe(key, match_id, digest, record.where)
+            kind = diff.observe(key, match_id, digest, record.where, rule.folds(match_id))
             if kind not in SENT_KINDS:
                 continue  # unchanged: reported the day it was sent, and not checked again
-            findings = [replace(f, match_id=match_id) for f in self.checker.check(inspection)]
+            named = shown(match_id)
+            findings = [replace(f, match_id=named) for f in self.checker.check(inspection)]
+            if len(match_id) > MAX_LENGTH:
+                findings.append(_too_long(match_id, record))
             self.report.add(findings)
             if any(f.policy == Policy.FIX for f in findings):
                 self.repaired.add(key)
             blocking = errors(findings)
             if blocking:
-                diff.hold(key, match_id, _reason(blocking))
+                diff.hold(key, named, _reason(blocking))
                 continue
             send(key, match_id, kind, digest, user)
         for held in diff.duplicates:
@@ -122,6 +125,17 @@ class Preflight:
                     )
                 ]
             )
+        for held in diff.ambiguous:
+            source, line = _split(held.where[0])
+            finding = Finding(
+                "match-id-ambiguous",
+                Policy.ERROR,
+                held.match_id,
+                source,
+                line,
+                f"{held.reason} (the other at {'; '.join(held.where[1:])})",
+            )
+            self.report.add([finding])
         self._identifier_conflicts()
 
     def _unchanged(self, record: SourceRecord) -> bool:
@@ -137,7 +151,7 @@ class Preflight:
         digest = self.recipe.digest(user)
         if digest != entry.digest:
             return False
-        self.diff.observe(key, match_id, digest, record.where)
+        self.diff.observe(key, match_id, digest, record.where, self.rule.folds(match_id))
         if self.identifiers is not None:
             self.identifiers.add(match_id, identifier_values(user))
         return True
@@ -173,6 +187,18 @@ class Preflight:
             self.report.add([finding])
             if policy == Policy.ERROR and sending:
                 self.diff.hold(key, match_id, _reason([finding]))
+
+
+def _too_long(match_id: str, record: SourceRecord) -> Finding:
+    # The store keeps match IDs in columns of a bounded size, and Alma refuses them anyway.
+    return Finding(
+        "match-id-too-long",
+        Policy.ERROR,
+        shown(match_id),
+        record.source,
+        record.line,
+        f"the match ID has {len(match_id)} characters; Alma takes at most {MAX_LENGTH}",
+    )
 
 
 def _described(lost: list[tuple[str, str]]) -> str:

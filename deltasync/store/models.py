@@ -165,6 +165,11 @@ class Extract(Base):
     held_back: Mapped[int] = mapped_column(Integer)
     # Adopted with `baseline`: recorded as what Alma already holds, nothing sent.
     baseline: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # The file's own modification time and its content (match keys and digests, in any
+    # order, under the recipe of the day): an older or earlier extract is refused. NULL for
+    # extracts ingested before 0004.
+    mtime: Mapped[dt.datetime | None] = mapped_column(Timestamp())
+    fingerprint: Mapped[str | None] = mapped_column(String(32))
 
 
 class Patron(Base):
@@ -175,7 +180,8 @@ class Patron(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id"))
-    # match_key is how IDs compare (lower-cased primary IDs); match_id is as last written.
+    # match_key is how IDs compare (primary IDs folded as Alma compares them, see matchid);
+    # match_id is as last written.
     match_key: Mapped[str] = mapped_column(String(300))
     match_id: Mapped[str] = mapped_column(String(300))
     digest: Mapped[bytes] = mapped_column(LargeBinary(16))
