@@ -6,6 +6,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .fingerprint import ContentFingerprint
+
 
 class Kind(StrEnum):
     """What happened to a patron between the snapshot and the extract."""
@@ -77,6 +79,8 @@ class Diff:
     _fold_owner: dict[str, tuple[str, str]] = field(default_factory=dict)
     """A folded form that differs from its key → (that key, the folding's name)."""
     _ambiguous: set[str] = field(default_factory=set)
+    fingerprint: ContentFingerprint = field(default_factory=ContentFingerprint)
+    """The extract's content, whatever its bytes and record order (see :mod:`fingerprint`)."""
 
     def observe(
         self,
@@ -88,6 +92,7 @@ class Diff:
     ) -> Kind:
         """Classify one record; HELD_BACK if its match ID already occurred in this extract,
         or if one of its ``folds`` (name → form) makes it one with another match ID."""
+        self.fingerprint.add(key, digest)
         held = self._held.get(key)
         if held is not None:
             self._held[key] = HeldBack(held.match_id, held.reason, (*held.where, where))

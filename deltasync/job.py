@@ -19,7 +19,7 @@ from typing import Any
 from lxml import etree
 from sqlalchemy import Connection
 
-from . import outbox, retention
+from . import extract_order, outbox, retention
 from .alma_api import AlmaJobs
 from .canonical import Recipe, parse_payload
 from .checks import Preflight, Report
@@ -392,6 +392,8 @@ class _Run:
         self.repaired: set[str] = set()
         self.notices: list[str] = []
         """What a person should know about this ingest (run exits 4)."""
+        self.mtime = dt.datetime.min.replace(tzinfo=dt.UTC)
+        """The extract file's modification time (read with its SHA-256)."""
 
     def discard_file(self) -> None:
         if self.delta is not None:
@@ -399,6 +401,7 @@ class _Run:
 
     def execute(self) -> RunResult:
         sha256 = sha256_of(self.path)
+        self.mtime = extract_order.modified_at(self.path)
         with self.store.begin() as conn:
             feed_row = snap.ensure_feed(
                 conn, self.feed.name, str(self.feed.match_id), self.recipe, self.now
@@ -420,7 +423,11 @@ class _Run:
                     f"{self.path}: this extract was already ingested for feed "
                     f"{self.feed.name!r}; baseline adopts a new extract"
                 )
+            last = snap.last_extract(conn, feed_row.id)
             if previous is not None:
+                extract_order.check_same_file(
+                    self.path, snap.ingested(previous), last, force=self.force
+                )
                 # Already ingested: nothing to diff, but unconfirmed patrons still go out.
                 result = RunResult(
                     self.feed.name,
@@ -438,8 +445,9 @@ class _Run:
                 departed_with_record = 0
                 extract_id = None
             else:
+                extract_order.check_time(self.path, self.mtime, last, force=self.force)
                 result, extract_id, departed_with_record = self._ingest(
-                    conn, feed_row, sha256, orphans
+                    conn, feed_row, sha256, orphans, last
                 )
             self.step("applied")
             if self.baseline:
@@ -469,7 +477,12 @@ class _Run:
         return replace(result, batch=batch, carried_over=carried)
 
     def _ingest(
-        self, conn: Connection, feed_row: snap.FeedRow, sha256: str, orphans: list[Path]
+        self,
+        conn: Connection,
+        feed_row: snap.FeedRow,
+        sha256: str,
+        orphans: list[Path],
+        last: extract_order.Ingested | None,
     ) -> tuple[RunResult, int, int]:
         """Diff the extract and make it the snapshot's desired state; no file is written."""
         rehashed = snap.rehash(conn, feed_row, self.recipe)
@@ -478,6 +491,12 @@ class _Run:
         stager = snap.Stager(conn, feed_row.id)
         report = self._scan(diff, stager)
         self.step("scanned")
+        # Digests depend on the recipe and the fixes: so does the content they sum up to.
+        fingerprint = diff.fingerprint.value(
+            f"{self.recipe.fingerprint};fixes={self.feed.checks.fixes}"
+        )
+        same = snap.extract_with_content(conn, feed_row.id, fingerprint)
+        extract_order.check_content(self.path, same, last, force=self.force)
         stager.withdraw(diff.held_back_keys)
         departures = [entry.patron_id for _key, entry in diff.departed()]
         present_before = sum(1 for entry in diff.snapshot.values() if entry.present)
@@ -511,6 +530,8 @@ class _Run:
             records=diff.records,
             counts=counts,
             now=self.now,
+            mtime=self.mtime,
+            fingerprint=fingerprint,
         )
         snap.apply(
             conn,

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from ..canonical import Recipe
 from ..diff import Counts, Kind, SnapshotEntry
 from ..errors import StoreError
+from ..extract_order import Ingested
 from .models import Batch, Extract, Feed, Patron, PatronVersion, StagedRecord
 
 PRESENT = "present"
@@ -108,6 +109,33 @@ def find_extract(conn: Connection, feed_id: int, sha256: str) -> Any | None:
     return conn.execute(
         select(extract_t).where(extract_t.c.feed_id == feed_id, extract_t.c.sha256 == sha256)
     ).one_or_none()
+
+
+def ingested(row: Any) -> Ingested:
+    """An extract row as the order guards see it."""
+    return Ingested(row.id, row.name, row.ingested_at, row.mtime, row.fingerprint)
+
+
+def last_extract(conn: Connection, feed_id: int) -> Ingested | None:
+    """The extract the feed ingested last."""
+    row = conn.execute(
+        select(extract_t)
+        .where(extract_t.c.feed_id == feed_id)
+        .order_by(extract_t.c.id.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else ingested(row)
+
+
+def extract_with_content(conn: Connection, feed_id: int, fingerprint: str) -> Ingested | None:
+    """The newest ingested extract with this content fingerprint."""
+    row = conn.execute(
+        select(extract_t)
+        .where(extract_t.c.feed_id == feed_id, extract_t.c.fingerprint == fingerprint)
+        .order_by(extract_t.c.id.desc())
+        .limit(1)
+    ).one_or_none()
+    return None if row is None else ingested(row)
 
 
 def rehash(conn: Connection, feed: FeedRow, recipe: Recipe) -> int:
@@ -386,6 +414,8 @@ def record_extract(
     records: int,
     counts: Counts,
     now: dt.datetime,
+    mtime: dt.datetime | None = None,
+    fingerprint: str | None = None,
 ) -> int:
     """Insert the ingested extract's row; returns its id (its batch is linked later)."""
     key = conn.execute(
@@ -395,6 +425,8 @@ def record_extract(
             sha256=sha256,
             records=records,
             ingested_at=now,
+            mtime=mtime,
+            fingerprint=fingerprint,
             **counts.as_dict(),
         )
     ).inserted_primary_key
