@@ -4,6 +4,9 @@ folding would merge are held back; stores made with the old folding are migrated
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +40,42 @@ def test_alma_fold_is_javas_equals_ignore_case(one: str, other: str, same: bool)
 
     assert (alma_fold(one) == alma_fold(other)) is same
     assert len(alma_fold(one)) == len(one)
+
+
+JAVA_FOLD = """
+public class Fold {
+    public static void main(String[] args) {
+        StringBuilder out = new StringBuilder();
+        for (int cp = 0; cp < 0x110000; cp++) {
+            if (!Character.isDefined(cp) || Character.getType(cp) == Character.SURROGATE) continue;
+            int folded = Character.toLowerCase(Character.toUpperCase(cp));
+            out.append(cp).append(' ').append(folded).append('\\n');
+        }
+        System.out.print(out);
+    }
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime to compare with")
+def test_alma_fold_is_javas_for_every_letter(tmp_path: Path) -> None:
+    """Java's equalsIgnoreCase takes two letters for one when lower(upper(c)) agree; the fold
+    must give that for every character both Unicode versions know."""
+    from deltasync.matchid import alma_fold
+
+    source = tmp_path / "Fold.java"
+    source.write_text(JAVA_FOLD)
+    out = subprocess.run(
+        ["java", str(source)], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    java = {int(a): int(b) for a, b in (line.split() for line in out.splitlines())}
+    differ = [
+        hex(cp)
+        for cp, folded in java.items()
+        # Only characters both Unicode versions know (Java's and Python's differ).
+        if unicodedata.category(chr(cp)) != "Cn" and ord(alma_fold(chr(cp))) != folded
+    ]
+    assert differ == []
 
 
 def test_identifier_match_ids_compare_exactly() -> None:
