@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import stat
 from importlib import resources
@@ -38,6 +39,9 @@ def create_store_engine(url: str) -> Engine:
         engine = create_engine(parsed)
         _make_sqlite_transactional(engine)
         return engine
+    # psycopg logs a second complaint about a connection that is already lost; with no
+    # logging configured Python would print it over deltasync's own message.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
         return create_engine(parsed, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError) as exc:

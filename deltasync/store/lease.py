@@ -52,7 +52,7 @@ class Lease:
             .where(lease_t.c.feed == self.feed, lease_t.c.token == self.token)
             .values(token=self.token)
         ).rowcount
-        self._prove(conn, still == 1, "committing its changes, which were rolled back")
+        self._prove(conn, still == 1, "committing and rolled its changes back")
 
     def check(self, doing: str) -> None:
         """Before a change on the server (``doing`` names it): raise :class:`FeedLost` unless
