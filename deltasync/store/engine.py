@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 import os
@@ -128,40 +127,45 @@ def _prepare_sqlite_file(url: URL) -> None:
 
 
 def _check_existing_sqlite_file(path: Path) -> None:
-    """Refuse a file that is not a SQLite database; make our own store private again.
-
-    The header is read before anything is changed, and permissions are set only on a file the
-    path names itself: through a symlink, the file belongs to whoever made the link.
-    """
-    linked = False
+    """Refuse a file that is not a SQLite database, reading its header and changing nothing."""
     try:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            linked = True
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        # Non-blocking: a FIFO named by mistake must not hang the command.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         raise StoreError(f"state store {path} is a symbolic link to a missing file") from None
     except OSError as exc:
         raise StoreError(f"cannot open state store {path}: {exc.strerror}") from exc
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise StoreError(f"state store {path} is not a file; check state.url")
         header = os.read(fd, len(SQLITE_HEADER))
-        if header and header != SQLITE_HEADER:
-            raise StoreError(
-                f"{path} is not a deltasync state store (not a SQLite database); check state.url"
-            )
-        if not linked and stat.S_IMODE(info.st_mode) != PRIVATE_FILE_MODE:
-            try:
-                os.fchmod(fd, PRIVATE_FILE_MODE)
-            except PermissionError:
-                pass  # another user's store, shared on purpose: theirs to protect
     except OSError as exc:
         raise StoreError(f"cannot open state store {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if header and header != SQLITE_HEADER:
+        raise StoreError(
+            f"{path} is not a deltasync state store (not a SQLite database); check state.url"
+        )
+
+
+def make_private(url: URL) -> None:
+    """Give an existing SQLite store of ours mode 0600 again (a copy or an old version may
+    have left it readable); called once the store is known to be deltasync's. Never through
+    a symlink: the file a link names belongs to whoever made the link."""
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return
+    try:
+        fd = os.open(url.database, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return  # a symlink (ELOOP), or gone: nothing of ours to change
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE_MODE:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    except PermissionError:
+        pass  # another user's store, shared on purpose: theirs to protect
+    except OSError as exc:
+        raise StoreError(f"cannot make state store {url.database} private: {exc.strerror}") from exc
     finally:
         os.close(fd)
 

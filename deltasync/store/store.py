@@ -15,7 +15,7 @@ from sqlalchemy import Column, Connection, Engine, MetaData, Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
-from .engine import READ_ONLY, create_store_engine, migrate, safe_url
+from .engine import READ_ONLY, create_store_engine, make_private, migrate, safe_url
 from .failures import describe
 from .models import StagedRecord
 
@@ -107,6 +107,7 @@ def open_store(url: str) -> Store:
     engine = create_store_engine(url)
     try:
         migrate(engine)
+        make_private(engine.url)
     except BaseException:
         engine.dispose()
         raise
