@@ -9,10 +9,13 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from alembic import command
 from helpers import read_delta, run_json
 from procs import Command, Paused, wait_until
 
 from deltasync import config as config_module
+from deltasync.store import create_store_engine
+from deltasync.store.engine import alembic_config
 
 
 def _two_feeds(tmp_path: Path, url: str) -> Path:
@@ -106,3 +109,38 @@ def test_a_run_beside_a_diff_neither_waits_nor_fails(
     ran = json.loads(done.out)
     assert ran["batch"]["seq"] == 2
     assert json.loads(shown.out)["counts"] == ran["counts"]
+
+
+def test_two_commands_upgrading_an_old_postgresql_store_at_once(
+    pg_url: str,
+    write_config: Callable[..., Path],
+    make_extract: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """After an upgrade of deltasync, two feeds' cron jobs open the old store together: the
+    second waits for the first's migration instead of failing on the tables it creates."""
+    config = write_config(pg_url)
+    run_json(config, str(make_extract(0, 20)))
+    engine = create_store_engine(pg_url)
+    alembic = alembic_config()
+    try:
+        with engine.begin() as conn:
+            alembic.attributes["connection"] = conn
+            command.downgrade(alembic, "0002")
+    finally:
+        engine.dispose()
+    first = Paused(tmp_path / "first", "upgrade", config, "status")
+    try:
+        first.wait_ready()  # migrated, not yet committed
+        second = Command(config, "status")
+        try:
+            wait_until(lambda: not second.running(), timeout=3)
+        except AssertionError:
+            pass  # waiting for the first, as it should
+        first.go()
+        opened, waited = first.finish(), second.finish()
+    finally:
+        first.kill()
+    assert (opened.code, opened.err) == (0, "")
+    assert (waited.code, waited.err) == (0, "")
+    assert "  patrons: 20 present, 0 departed;" in waited.out

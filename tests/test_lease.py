@@ -233,3 +233,30 @@ def test_a_server_restart_mid_run_is_one_clear_message(
     )
     assert _without_lease(dump_store(pg_url)) == _without_lease(before)
     assert invoke(config, "status").exit_code == 0
+
+
+def test_a_run_whose_lock_file_was_removed_stops_before_committing(
+    sqlite_url: str,
+    write_config: Callable[..., Path],
+    make_extract: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    """On SQLite the lock is a file: removed, a second run could lock a new one."""
+    config = write_config(sqlite_url)
+    run_json(config, str(make_extract(0, 40)))
+    before = dump_store(sqlite_url)
+    lock_file = tmp_path / "state" / "deltasync.db.patrons.lock"
+    first = Paused(tmp_path / "first", "published", config, "run", str(make_extract(1, 40)))
+    try:
+        first.wait_ready()
+        lock_file.unlink()
+        first.go()
+        lost = first.finish()
+    finally:
+        first.kill()
+    assert (lost.code, lost.out) == (1, "")
+    assert lost.err == (
+        f"Error: this run of feed 'patrons' lost its lock: its lock file {lock_file} was "
+        "removed. It stopped before committing and rolled its changes back; run again\n"
+    )
+    assert _without_lease(dump_store(sqlite_url)) == _without_lease(before)

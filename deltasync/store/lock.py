@@ -66,7 +66,10 @@ def _busy(feed: str, wait_seconds: float) -> FeedBusy:
 
 @contextlib.contextmanager
 def _file_lock(path: Path, feed: str, wait_seconds: float) -> Iterator[lease.LockCheck]:
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE_MODE)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        raise StoreError(f"cannot create the lock file {path}: {exc.strerror}") from exc
     try:
         deadline = time.monotonic() + wait_seconds
         while True:
