@@ -64,11 +64,11 @@ def migrate(engine: Engine) -> None:
                 current = _revisions(connection, engine.url)
         if current == {script.get_current_head()}:
             return
-        known = {revision.revision for revision in script.walk_revisions()}
-        for revision in sorted(current - known):
+        unknown = sorted(current - {r.revision for r in script.walk_revisions()})
+        if unknown:
             raise StoreError(
                 f"cannot open state store {safe_url(engine.url)}: this store was written by "
-                f"a newer deltasync (revision {revision}); upgrade deltasync"
+                f"a newer deltasync (revision {', '.join(unknown)}); upgrade deltasync"
             )
         with engine.begin() as connection:
             if engine.url.get_backend_name() == "postgresql":

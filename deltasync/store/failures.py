@@ -33,7 +33,7 @@ def _reason(exc: SQLAlchemyError, url: URL) -> str:
     return driver
 
 
-def folder_not_writable(database: Path) -> str | None:
+def _folder_not_writable(database: Path) -> str | None:
     """Why a SQLite store's folder is unusable (it cannot be written), or None."""
     folder = database.parent
     if os.access(folder, os.W_OK | os.X_OK):
@@ -49,7 +49,7 @@ def _sqlite(message: str, database: Path) -> str | None:
             "minutes; run again when it is done"
         )
     if "unable to open database file" in lowered or "readonly database" in lowered:
-        folder = folder_not_writable(database)
+        folder = _folder_not_writable(database)
         if folder is not None:
             return folder
         return "the file must be writable by this user" if "readonly" in lowered else None

@@ -39,7 +39,8 @@ class Store:
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
-        """A transaction: committed when the block ends, rolled back if it raises."""
+        """A write transaction: committed when the block ends, rolled back if it raises.
+        While this process holds a feed, it commits only after proving it still does."""
         try:
             with self.engine.begin() as connection:
                 yield connection
