@@ -1,7 +1,9 @@
 """A small client for Alma's Jobs API: the runs of the SIS job and their per-user events.
 
 Counter type codes of the SIS job are not documented, so counters are kept as Alma returns
-them. Requests time out, and server errors or network failures are retried with backoff.
+them. Requests time out, and server errors or network failures are retried with backoff. The
+API key goes only to the origin (scheme, host and port) of ``alma.base_url``: a redirect
+elsewhere is refused, never followed with the key.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Any
+from http.client import HTTPMessage
+from typing import IO, Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -133,9 +136,11 @@ class AlmaJobs:
             },
         )
 
+        opener = urllib.request.build_opener(_SameOriginRedirects(self.config.base_url, path))
+
         def attempt() -> dict[str, Any]:
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                with opener.open(request, timeout=self.timeout) as response:
                     data: dict[str, Any] = json.load(response)
                     return data
             except urllib.error.HTTPError as exc:
@@ -158,6 +163,50 @@ class AlmaJobs:
         )
         result: dict[str, Any] = retrying(attempt)
         return result
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects within the configured origin only: the request carries the key."""
+
+    def __init__(self, base_url: str, path: str) -> None:
+        self.origin = _origin(base_url)
+        self.path = path
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        target = _origin(newurl)
+        if target != self.origin:
+            fp.close()
+            raise AlmaApiError(
+                f"Alma API {self.path}: HTTP {code} redirect to {_render(target)}, which is "
+                f"not alma.base_url's {_render(self.origin)}; refusing to send the API key "
+                "there",
+                transient=False,
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme.lower())
+    try:
+        port = parts.port or default
+    except ValueError:
+        port = None
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def _render(origin: tuple[str, str, int | None]) -> str:
+    scheme, host, port = origin
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
 
 
 def _run(item: dict[str, Any]) -> JobRun:

@@ -8,10 +8,12 @@ the key, and an unknown key is an error, so a typo never silently falls back to 
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import math
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from .checks import settings as check_settings
 from .checks.settings import CheckSettings
 from .errors import ConfigError
 from .matchid import MatchIdRule
+from .redact import SECRET_PARAMETERS, redact
 
 ENV_CONFIG = "DELTASYNC_CONFIG"
 ENV_STATE_URL = "DELTASYNC_STATE_URL"
@@ -233,12 +236,7 @@ def _alma(reader: _Reader, table: dict[str, Any]) -> AlmaApiConfig | None:
     if not table:
         return None
     reader.keys(table, "alma", {"base_url", "api_key_env"})
-    base_url = reader.string(table, "alma.base_url", "")
-    if not re.match(r"https?://", base_url):
-        raise reader.error(
-            "alma.base_url",
-            "must be an http(s) URL such as 'https://api-na.hosted.exlibrisgroup.com'",
-        )
+    base_url = _alma_base_url(reader, reader.string(table, "alma.base_url", ""))
     key_env = reader.string(table, "alma.api_key_env", "")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key_env):
         raise reader.error(
@@ -246,7 +244,44 @@ def _alma(reader: _Reader, table: dict[str, Any]) -> AlmaApiConfig | None:
             "the name of an environment variable holding "
             "the API key (the key itself never goes in the config)",
         )
-    return AlmaApiConfig(base_url.rstrip("/"), key_env)
+    return AlmaApiConfig(base_url, key_env)
+
+
+LOOPBACK_NAMES = {"localhost", "localhost."}
+
+
+def _alma_base_url(reader: _Reader, raw: str) -> str:
+    example = "such as 'https://api-na.hosted.exlibrisgroup.com'"
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        _ = parts.port  # ValueError for a port that is not a number
+    except ValueError:
+        parts = urllib.parse.urlsplit("")
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise reader.error("alma.base_url", f"must be an http(s) URL {example}")
+    if parts.username is not None or parts.query or parts.fragment:
+        # The key goes in a header, from api_key_env; never in the config, nor in a URL.
+        raise reader.error(
+            "alma.base_url",
+            f"only the API's address, {example}: no user, password, query or fragment "
+            "(the API key comes from the variable api_key_env names)",
+        )
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise reader.error(
+            "alma.base_url",
+            "http:// would send the API key in clear text; use https:// (http is accepted "
+            "only for this machine: localhost, 127.0.0.0/8, ::1)",
+        )
+    return raw.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it is not resolved, so it cannot be trusted to stay local
 
 
 FEED_KEYS = {
@@ -455,8 +490,9 @@ def _state_url(raw: str, base: Path, reader: _Reader, *, from_env: bool) -> str:
     try:
         url: URL = make_url(raw)
     except ArgumentError:
-        raise reader.error(where, f"not a database URL: {raw!r}") from None
-    if url.password is not None and not from_env:
+        raise reader.error(where, f"not a database URL: {redact(raw)!r}") from None
+    in_query = any(name.lower() in SECRET_PARAMETERS for name in url.query)
+    if (url.password is not None or in_query) and not from_env:
         raise reader.error(
             where,
             "holds a password; keep secrets out of config files "

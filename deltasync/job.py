@@ -296,8 +296,8 @@ def _held_back_attention(result: RunResult) -> RunResult:
         return result
     count = len(result.held_back)
     notice = (
-        f"{count} record(s) held back (listed above); fix them in the SIS and they go out "
-        "with the first extract that passes"
+        f"{count} record(s) held back (named in the run's output); fix them in the SIS and "
+        "they go out with the first extract that passes"
     )
     return replace(result, attention=[notice, *result.attention])
 

@@ -11,9 +11,9 @@ ensure_venv() {
   fi
   local spec=.
   [ -n "$extras" ] && spec=".[$extras]"
-  # Reinstall only when the project's metadata changed since the last install.
+  # Reinstall only when the project's metadata (or its package list) changed since the last install.
   local stamp=".venv/.deltasync-installed-$extras"
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" 2>&1 \
       | grep -v "^WARNING: Location" >&2 || true
     .venv/bin/python -c 'import deltasync' || return 1

@@ -3,8 +3,12 @@
 
 Day 0 holds patrons 0..N-1. Every later day changes, removes, brings back and adds patrons, all
 decided by ``random.Random`` instances seeded with strings, so the same arguments always give the
-same bytes. A patron's record is a pure function of (seed, patron number, version); only
-``status_date`` (the day's date) differs between days for an unchanged patron.
+same bytes. A patron's record is a pure function of (seed, patron number, version); by default
+only ``status_date`` (the day's date) differs between days for an unchanged patron. With
+``status_date="version"`` it is the day the patron's current version started, so an unchanged
+patron's record is byte-for-byte the same as the day before. ``reformat=True`` writes the same
+records with tab indentation and the children of each ``<user>`` in another order (a "reformat
+day": every record differs in bytes, none in content).
 
 Usable as a CLI (see ``--help``) and as a module: ``write_extract``, ``truth``, ``records``,
 ``present_ids`` and ``user_xml``.
@@ -28,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import IO, TypedDict, TypeVar
+from typing import IO, Literal, TypedDict, TypeVar, get_args
 
 DEFAULT_CHANGE_RATE = 0.03
 DEFAULT_DEPART_RATE = 0.005
@@ -44,6 +48,10 @@ _BATCH = 256
 _ROOT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 
 T = TypeVar("T")
+
+StatusDate = Literal["daily", "version"]
+"""What ``status_date`` holds: the extract's day, or the day the patron's version started."""
+STATUS_DATES: tuple[str, ...] = get_args(StatusDate)
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,6 +216,8 @@ class Rates:
 @dataclass(slots=True)
 class _State:
     versions: list[int]
+    since: list[int]
+    """The day each patron's current version started (its first day for version 0)."""
     present: bytearray
     new: list[int]
     changed: list[int]
@@ -223,8 +233,9 @@ def _simulate(patrons: int, day: int, seed: int, rates: Rates) -> _State:
         raise ValueError("patrons and day must not be negative")
     rates.check()
     versions = [0] * patrons
+    since = [0] * patrons
     present = bytearray(b"\x01") * patrons
-    state = _State(versions, present, list(range(patrons)), [], [], [])
+    state = _State(versions, since, present, list(range(patrons)), [], [], [])
     per_day = round(patrons * rates.new_rate)
     change = rates.change_rate
     # One draw per patron: P(depart | not changed) == depart_rate.
@@ -240,6 +251,7 @@ def _simulate(patrons: int, day: int, seed: int, rates: Rates) -> _State:
             if present[n]:
                 if r < change:
                     versions[n] += 1
+                    since[n] = d
                     changed.append(n)
                 elif r < depart:
                     present[n] = 0
@@ -249,6 +261,7 @@ def _simulate(patrons: int, day: int, seed: int, rates: Rates) -> _State:
                 returned.append(n)
         start = len(versions)
         versions.extend([0] * per_day)
+        since.extend([d] * per_day)
         present.extend(b"\x01" * per_day)
         state.new = list(range(start, start + per_day))
         state.changed, state.departed, state.returned = changed, departed, returned
@@ -531,32 +544,50 @@ _NOTE_TYPE_XML = {c: _code("note_type", c, d) for c, d in NOTE_TYPES.items()}
 _BOOL = {True: "true", False: "false"}
 
 
-def _render(p: _Person, when: str, nl: str, base: str, step: str) -> str:
-    """The ``<user>`` element: starts with ``base``, lines joined by ``nl``, no final newline."""
-    n1 = nl + base + step
+def _render(
+    p: _Person, when: str, nl: str, base: str, step: str, shuffle: random.Random | None = None
+) -> str:
+    """The ``<user>`` element: starts with ``base``, lines joined by ``nl``, no final newline.
+
+    With ``shuffle`` the children of ``<user>`` come in an order drawn from it (never the usual
+    one): Alma's schema declares them an ``xs:all``. Everything inside a child keeps its order.
+    """
+    fields = _fields(p, when, nl + base + step, step)
+    if shuffle is not None:
+        usual = list(fields)
+        shuffle.shuffle(fields)
+        if fields == usual:
+            fields.reverse()
+    return f"{base}<user>{''.join(fields)}{nl}{base}</user>"
+
+
+def _fields(p: _Person, when: str, n1: str, step: str) -> list[str]:
+    """The children of ``<user>``, each one string starting with its line break ``n1``."""
     n2, n3, n4, n5 = n1 + step, n1 + 2 * step, n1 + 3 * step, n1 + 4 * step
     out = [
-        f"{base}<user>{n1}{_RECORD_TYPE}{n1}<primary_id>{primary_id(p.number)}</primary_id>"
-        f"{n1}<first_name>{_esc(p.first)}</first_name>"
+        f"{n1}{_RECORD_TYPE}",
+        f"{n1}<primary_id>{primary_id(p.number)}</primary_id>",
+        f"{n1}<first_name>{_esc(p.first)}</first_name>",
     ]
     add = out.append
     if p.middle is not None:
         add(f"{n1}<middle_name>{_esc(p.middle)}</middle_name>")
-    add(
-        f"{n1}<last_name>{_esc(p.last)}</last_name>{n1}{_GROUP_XML[p.group]}"
-        f"{n1}{_LANGUAGE_XML[p.language]}"
-    )
+    add(f"{n1}<last_name>{_esc(p.last)}</last_name>")
+    add(f"{n1}{_GROUP_XML[p.group]}")
+    add(f"{n1}{_LANGUAGE_XML[p.language]}")
     if p.birth is not None:
         add(f"{n1}<birth_date>{p.birth.isoformat()}Z</birth_date>")
-    add(
-        f"{n1}<expiry_date>{p.expiry.isoformat()}Z</expiry_date>"
-        f"{n1}<purge_date>{p.purge.isoformat()}Z</purge_date>"
-        f"{n1}{_ACCOUNT_TYPE}{n1}<external_id>SIS</external_id>{n1}{_STATUS}"
-        f"{n1}<status_date>{when}</status_date>{n1}<contact_info>{n2}<addresses>"
-    )
+    add(f"{n1}<expiry_date>{p.expiry.isoformat()}Z</expiry_date>")
+    add(f"{n1}<purge_date>{p.purge.isoformat()}Z</purge_date>")
+    add(f"{n1}{_ACCOUNT_TYPE}")
+    add(f"{n1}<external_id>SIS</external_id>")
+    add(f"{n1}{_STATUS}")
+    add(f"{n1}<status_date>{when}</status_date>")
+    # contact_info is one field: the schema fixes the order of what is inside it.
+    contact = [f"{n1}<contact_info>{n2}<addresses>"]
     for i, a in enumerate(p.addresses):
         line2 = "" if a.line2 is None else f"{n4}<line2>{_esc(a.line2)}</line2>"
-        add(
+        contact.append(
             f'{n3}<address preferred="{_BOOL[i == p.pref_address]}" segment_type="External">'
             f"{n4}<line1>{_esc(a.line1)}</line1>{line2}{n4}<city>{_esc(a.city)}</city>"
             f"{n4}<state_province>{_esc(a.state)}</state_province>"
@@ -564,55 +595,87 @@ def _render(p: _Person, when: str, nl: str, base: str, step: str) -> str:
             f"{n4}<address_types>{n5}{_ADDRESS_TYPE_XML[a.type]}{n4}</address_types>"
             f"{n3}</address>"
         )
-    add(f"{n2}</addresses>{n2}<emails>")
+    contact.append(f"{n2}</addresses>{n2}<emails>")
     for i, e in enumerate(p.emails):
-        add(
+        contact.append(
             f'{n3}<email preferred="{_BOOL[i == p.pref_email]}" segment_type="External">'
             f"{n4}<email_address>{_esc(e.address)}</email_address>"
             f"{n4}<email_types>{n5}{_EMAIL_TYPE_XML[e.type]}{n4}</email_types>{n3}</email>"
         )
-    add(f"{n2}</emails>")
+    contact.append(f"{n2}</emails>")
     if p.phones:
-        add(f"{n2}<phones>")
+        contact.append(f"{n2}<phones>")
         for i, ph in enumerate(p.phones):
-            add(
+            contact.append(
                 f'{n3}<phone preferred="{_BOOL[i == p.pref_phone]}" '
                 f'preferred_sms="{_BOOL[ph.sms]}" segment_type="External">'
                 f"{n4}<phone_number>{_esc(ph.number)}</phone_number>"
                 f"{n4}<phone_types>{n5}{_PHONE_TYPE_XML[ph.type]}{n4}</phone_types>{n3}</phone>"
             )
-        add(f"{n2}</phones>")
-    add(f"{n1}</contact_info>{n1}<user_identifiers>")
-    for id_type, value in (("UNIV_ID", univ_id(p.number)), ("BARCODE", barcode(p.number))):
-        add(
-            f'{n2}<user_identifier segment_type="External">{n3}{_ID_TYPE_XML[id_type]}'
-            f"{n3}<value>{value}</value>{n3}<status>ACTIVE</status>{n2}</user_identifier>"
-        )
-    add(f"{n1}</user_identifiers>")
+        contact.append(f"{n2}</phones>")
+    contact.append(f"{n1}</contact_info>")
+    add("".join(contact))
+    ids = "".join(
+        f'{n2}<user_identifier segment_type="External">{n3}{_ID_TYPE_XML[id_type]}'
+        f"{n3}<value>{value}</value>{n3}<status>ACTIVE</status>{n2}</user_identifier>"
+        for id_type, value in (("UNIV_ID", univ_id(p.number)), ("BARCODE", barcode(p.number)))
+    )
+    add(f"{n1}<user_identifiers>{ids}{n1}</user_identifiers>")
     if p.stats:
-        add(f"{n1}<user_statistics>")
-        for code in p.stats:
-            add(
-                f'{n2}<user_statistic segment_type="External">{n3}{_STAT_XML[code]}'
-                f"{n3}{_CATEGORY_XML[code]}{n2}</user_statistic>"
-            )
-        add(f"{n1}</user_statistics>")
+        stats = "".join(
+            f'{n2}<user_statistic segment_type="External">{n3}{_STAT_XML[code]}'
+            f"{n3}{_CATEGORY_XML[code]}{n2}</user_statistic>"
+            for code in p.stats
+        )
+        add(f"{n1}<user_statistics>{stats}{n1}</user_statistics>")
     if p.notes:
-        add(f"{n1}<user_notes>")
-        for note_type, text in p.notes:
-            add(
-                f'{n2}<user_note segment_type="External">{n3}{_NOTE_TYPE_XML[note_type]}'
-                f"{n3}<note_text>{_esc(text)}</note_text>{n3}<user_viewable>false</user_viewable>"
-                f"{n3}<popup_note>false</popup_note>{n2}</user_note>"
-            )
-        add(f"{n1}</user_notes>")
-    add(f"{nl}{base}</user>")
-    return "".join(out)
+        notes = "".join(
+            f'{n2}<user_note segment_type="External">{n3}{_NOTE_TYPE_XML[note_type]}'
+            f"{n3}<note_text>{_esc(text)}</note_text>{n3}<user_viewable>false</user_viewable>"
+            f"{n3}<popup_note>false</popup_note>{n2}</user_note>"
+            for note_type, text in p.notes
+        )
+        add(f"{n1}<user_notes>{notes}{n1}</user_notes>")
+    return out
 
 
 def status_date(day: int) -> str:
     """The ``status_date`` value written on ``day``."""
     return f"{(BASE_DATE + timedelta(days=day)).isoformat()}Z"
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """How the records of one extract are written (never what they say)."""
+
+    seed: int
+    day: int
+    status_date: str
+    reformat: bool
+
+    def __post_init__(self) -> None:
+        if self.status_date not in STATUS_DATES:
+            raise ValueError(f"status_date must be one of {', '.join(STATUS_DATES)}")
+
+    def dates(self, state: _State) -> Callable[[int], str]:
+        """The ``status_date`` of patron ``n`` in this extract."""
+        if self.status_date == "daily":
+            when = status_date(self.day)
+            return lambda n: when
+        # Days are few: render each date once, not once per record.
+        days = [status_date(d) for d in range(self.day + 1)]
+        since = state.since
+        return lambda n: days[since[n]]
+
+    def shuffle(self, n: int) -> random.Random | None:
+        """The random source that orders patron ``n``'s fields, if they are to be reordered."""
+        return random.Random(f"{self.seed}:{n}:layout") if self.reformat else None
+
+    def step(self, indent: bool) -> str:
+        """One level of indentation."""
+        if not indent:
+            return ""
+        return "\t" if self.reformat else "  "
 
 
 def user_xml(number: int, version: int, *, seed: int = 1, day: int = 0, indent: bool = True) -> str:
@@ -656,19 +719,27 @@ def records(
     day: int,
     seed: int = 1,
     shuffle: bool = False,
+    status_date: StatusDate = "daily",
+    reformat: bool = False,
     change_rate: float = DEFAULT_CHANGE_RATE,
     depart_rate: float = DEFAULT_DEPART_RATE,
     return_rate: float = DEFAULT_RETURN_RATE,
     new_rate: float = DEFAULT_NEW_RATE,
 ) -> Iterator[tuple[str, str]]:
-    """``(primary_id, user_xml)`` for every patron in the extract of ``day``, lazily built."""
+    """``(primary_id, user_xml)`` for every patron in the extract of ``day``, lazily built.
+
+    ``status_date`` and ``reformat`` are as for :func:`write_extract`.
+    """
+    layout = _Layout(seed, day, status_date, reformat)
     state = _simulate(patrons, day, seed, Rates(change_rate, depart_rate, return_rate, new_rate))
-    return _records(state, _order(state, seed, day, shuffle), seed, status_date(day))
+    return _records(state, _order(state, seed, day, shuffle), layout)
 
 
-def _records(state: _State, numbers: list[int], seed: int, when: str) -> Iterator[tuple[str, str]]:
+def _records(state: _State, numbers: list[int], layout: _Layout) -> Iterator[tuple[str, str]]:
+    when, step, seed = layout.dates(state), layout.step(True), layout.seed
     for n in numbers:
-        yield primary_id(n), _render(_person(seed, n, state.versions[n]), when, "\n", "", "  ")
+        person = _person(seed, n, state.versions[n])
+        yield primary_id(n), _render(person, when(n), "\n", "", step, layout.shuffle(n))
 
 
 def truth(
@@ -683,7 +754,7 @@ def truth(
 ) -> Truth:
     """Describe the extract of ``day`` against the one of ``day - 1`` (day 0: all new).
 
-    ``status_date`` changes for everybody every day and does not count as a change.
+    ``status_date`` does not count as a change (by default it moves for everybody every day).
     """
     state = _simulate(patrons, day, seed, Rates(change_rate, depart_rate, return_rate, new_rate))
     present = state.present.count(1)
@@ -700,9 +771,9 @@ def truth(
 
 
 def _write_document(
-    out: IO[str], numbers: Sequence[int], state: _State, seed: int, day: int, root: str, step: str
+    out: IO[str], numbers: Sequence[int], state: _State, layout: _Layout, root: str, step: str
 ) -> None:
-    when = status_date(day)
+    when, shuffle, seed = layout.dates(state), layout.shuffle, layout.seed
     nl = "\n" if step else ""
     out.write(f'<?xml version="1.0" encoding="UTF-8"?>\n<{root}>')
     versions = state.versions
@@ -711,7 +782,12 @@ def _write_document(
         batch = numbers[start : start + _BATCH]
         out.write(nl)
         out.write(
-            nl.join([_render(_person(seed, n, versions[n]), when, nl, step, step) for n in batch])
+            nl.join(
+                [
+                    _render(_person(seed, n, versions[n]), when(n), nl, step, step, shuffle(n))
+                    for n in batch
+                ]
+            )
         )
     out.write(f"{nl}</{root}>\n")
 
@@ -738,6 +814,8 @@ def write_extract(
     shuffle: bool = False,
     indent: bool = True,
     members: int = 1,
+    status_date: StatusDate = "daily",
+    reformat: bool = False,
     change_rate: float = DEFAULT_CHANGE_RATE,
     depart_rate: float = DEFAULT_DEPART_RATE,
     return_rate: float = DEFAULT_RETURN_RATE,
@@ -747,8 +825,13 @@ def write_extract(
 
     The suffix picks the format: ``.xml``, ``.xml.gz`` or ``.zip`` (``members`` XML files,
     records split into contiguous runs). ``indent=False`` writes no whitespace between elements.
+    ``status_date="version"`` writes the day each patron's current version started instead of
+    ``day``, so unchanged records repeat byte for byte. ``reformat=True`` indents with tabs and
+    puts the children of every ``<user>`` in another order (``contact_info`` and every other
+    child keep their insides); the content is the same.
     """
     path = Path(path)
+    layout = _Layout(seed, day, status_date, reformat)
     if not _ROOT_RE.match(root):
         raise ValueError(f"invalid root element name: {root!r}")
     if members < 1:
@@ -759,7 +842,7 @@ def write_extract(
     state = _simulate(patrons, day, seed, Rates(change_rate, depart_rate, return_rate, new_rate))
     numbers = _order(state, seed, day, shuffle)
     newline = "\r\n" if crlf else "\n"
-    step = "  " if indent else ""
+    step = layout.step(indent)
     when = BASE_DATE + timedelta(days=day)
     stamp = datetime(when.year, when.month, when.day, 2, 0, 0, tzinfo=UTC)
 
@@ -774,7 +857,7 @@ def write_extract(
                 big = len(chunk) * 4096 > _ZIP64_THRESHOLD
                 raw = archive.open(info, "w", force_zip64=big)
                 with io.TextIOWrapper(raw, encoding="utf-8", newline=newline) as text:
-                    _write_document(text, chunk, state, seed, day, root, step)
+                    _write_document(text, chunk, state, layout, root, step)
     elif name.endswith(".xml.gz"):
         with (
             open(path, "wb") as raw_file,
@@ -783,10 +866,10 @@ def write_extract(
             ) as gz,
             io.TextIOWrapper(gz, encoding="utf-8", newline=newline) as text,
         ):
-            _write_document(text, numbers, state, seed, day, root, step)
+            _write_document(text, numbers, state, layout, root, step)
     elif name.endswith(".xml"):
         with open(path, "w", encoding="utf-8", newline=newline) as text:
-            _write_document(text, numbers, state, seed, day, root, step)
+            _write_document(text, numbers, state, layout, root, step)
     else:
         raise ValueError(f"unsupported output suffix (use .xml, .xml.gz or .zip): {path}")
     return len(numbers)
@@ -810,6 +893,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shuffle", action="store_true", help="shuffle record order")
     parser.add_argument("--no-indent", action="store_true", help="no whitespace between elements")
     parser.add_argument("--members", type=int, default=1, help="XML files inside a .zip")
+    parser.add_argument(
+        "--status-date",
+        choices=STATUS_DATES,
+        default="daily",
+        help="status_date: the day of the extract (daily, the default) or the day the patron's "
+        "current version started (version: unchanged records repeat byte for byte)",
+    )
+    parser.add_argument(
+        "--reformat",
+        action="store_true",
+        help="same records, tab-indented and with the fields of each <user> in another order",
+    )
     parser.add_argument("--change-rate", type=float, default=DEFAULT_CHANGE_RATE)
     parser.add_argument("--depart-rate", type=float, default=DEFAULT_DEPART_RATE)
     parser.add_argument("--return-rate", type=float, default=DEFAULT_RETURN_RATE)
@@ -837,6 +932,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 shuffle=args.shuffle,
                 indent=not args.no_indent,
                 members=args.members,
+                status_date=args.status_date,
+                reformat=args.reformat,
                 **rates,
             )
         if args.truth:

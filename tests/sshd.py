@@ -36,6 +36,13 @@ Failures to simulate:
 - dropped connection: ``drop_connections()`` SIGKILLs every per-connection sshd process (the
   listener keeps running); ``stop()`` and ``start()`` take the whole server down and back up on
   the same port with the same host key. Finding the session processes reads /proc (Linux).
+
+Hostile servers, for the network deadlines:
+- a server that accepts TCP and never says a word: ``SilentServer`` (a plain socket, not sshd).
+- an SFTP server that logs in but never answers the SFTP version exchange:
+  ``start_sshd(workdir, sftp=MUTE_SFTP)``, whose sftp subsystem reads and discards everything.
+- one that answers the version exchange and then no request: ``sftp=STALLED_SFTP``.
+  Both read their input until the client hangs up, so no process outlives its session.
 """
 
 from __future__ import annotations
@@ -49,6 +56,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -66,6 +75,22 @@ PASSPHRASE = "s3cret-passphrase"
 STARTUP_TIMEOUT = 10.0
 FULL_DISK_SIZE = 64 * 1024
 
+INTERNAL_SFTP = "internal-sftp"
+MUTE_SFTP = "#!/bin/sh\nexec cat 3>&1 >/dev/null\n"
+"""An sftp subsystem that never answers, not even the client's SSH_FXP_INIT. Its stdout stays
+open on fd 3: a closed stdout would reach the client as an end of file, not as silence."""
+STALLED_SFTP = f"""#!{sys.executable}
+import struct, sys
+data = sys.stdin.buffer
+(length,) = struct.unpack(">I", data.read(4))
+data.read(length)  # SSH_FXP_INIT
+sys.stdout.buffer.write(struct.pack(">IBI", 5, 2, 3))  # SSH_FXP_VERSION 3
+sys.stdout.buffer.flush()
+while data.read(65536):  # and then no answer to any request
+    pass
+"""
+"""An sftp subsystem that completes the version exchange, then never answers a request."""
+
 
 class SshdError(RuntimeError):
     """The throwaway sshd could not be started or driven."""
@@ -81,7 +106,9 @@ def find_sshd() -> Path | None:
     return None
 
 
-def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+def sshd_server(
+    tmp_path_factory: pytest.TempPathFactory, *, sftp: str = INTERNAL_SFTP
+) -> Iterator[SshServer]:
     """A running throwaway sshd, stopped afterwards; wrap it in a session-scoped fixture."""
     sshd = find_sshd()
     if sshd is None:
@@ -90,7 +117,7 @@ def sshd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]
         if os.environ.get(REQUIRE_SSHD_ENV):
             pytest.fail(f"{reason}, but {REQUIRE_SSHD_ENV} is set")
         pytest.skip(reason)
-    server = start_sshd(tmp_path_factory.mktemp("sshd"), sshd=sshd)
+    server = start_sshd(tmp_path_factory.mktemp("sshd"), sshd=sshd, sftp=sftp)
     try:
         yield server
     finally:
@@ -285,8 +312,55 @@ class SshServer:
             _wait_for_state(pid, "Z", missing_is_done=True)
 
 
-def start_sshd(workdir: Path, *, sshd: Path | None = None) -> SshServer:
-    """Write keys and a config into ``workdir``, start sshd on a free loopback port, log in once."""
+class SilentServer:
+    """A TCP server on loopback that accepts every connection and never sends a byte.
+
+    What a hung sshd, or a firewall that completes the handshake for a dead host, looks like
+    to a client. ``accepted`` counts the connections, so a test can tell how often a client
+    tried.
+    """
+
+    def __init__(self) -> None:
+        self.host = HOST
+        self._listener = socket.create_server((HOST, 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._connections: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def accepted(self) -> int:
+        """How many connections were accepted so far."""
+        return len(self._connections)
+
+    def close(self) -> None:
+        """Stop listening and drop every connection."""
+        self._listener.close()
+        self._thread.join(timeout=5)
+        for connection in self._connections:
+            connection.close()
+
+    def __enter__(self) -> SilentServer:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _address = self._listener.accept()
+            except OSError:  # closed
+                return
+            self._connections.append(connection)  # held open, never read or written
+
+
+def start_sshd(workdir: Path, *, sshd: Path | None = None, sftp: str = INTERNAL_SFTP) -> SshServer:
+    """Write keys and a config into ``workdir``, start sshd on a free loopback port, log in once.
+
+    ``sftp`` is the sftp subsystem: OpenSSH's own, or the text of a script that replaces it
+    (``MUTE_SFTP``, ``STALLED_SFTP``); with a script the start-up probe only logs in.
+    """
     sshd = sshd or find_sshd()
     if sshd is None:
         raise SshdError(f"no sshd binary found (set {SSHD_ENV} or install openssh-server)")
@@ -304,11 +378,17 @@ def start_sshd(workdir: Path, *, sshd: Path | None = None) -> SshServer:
     ]
     _write_key(workdir / "unauthorized_ed25519")
     (workdir / "authorized_keys").write_text("".join(f"{key}\n" for key in authorized))
+    subsystem = sftp
+    if sftp != INTERNAL_SFTP:
+        script = workdir / "sftp-subsystem"
+        script.write_text(sftp)
+        script.chmod(0o755)
+        subsystem = _quoted(script)
 
     last_error: SshdError | None = None
     for _attempt in range(3):
         port = _free_port()
-        config = _write_config(workdir, port, username)
+        config = _write_config(workdir, port, username, subsystem)
         for name, public in (
             ("known_hosts", host_public),
             ("wrong_known_hosts", wrong_host_public),
@@ -337,19 +417,20 @@ def start_sshd(workdir: Path, *, sshd: Path | None = None) -> SshServer:
             last_error = exc
             continue
         atexit.register(server.close)
-        _probe_login(server)
+        _probe_login(server, sftp=subsystem == INTERNAL_SFTP)
         return server
     assert last_error is not None
     raise last_error
 
 
-def _probe_login(server: SshServer) -> None:
+def _probe_login(server: SshServer, *, sftp: bool = True) -> None:
     """Fail at start-up, with the log, rather than in every test, when logging in is refused."""
     try:
         with server.connect() as client:
-            sftp = client.open_sftp()
-            sftp.listdir(str(server.root))
-            sftp.close()
+            if sftp:
+                session = client.open_sftp()
+                session.listdir(str(server.root))
+                session.close()
     except Exception as exc:
         server.close()
         hint = ""
@@ -365,7 +446,7 @@ def _probe_login(server: SshServer) -> None:
         ) from exc
 
 
-def _write_config(workdir: Path, port: int, username: str) -> Path:
+def _write_config(workdir: Path, port: int, username: str, subsystem: str) -> Path:
     settings = {
         "ListenAddress": HOST,
         "Port": str(port),
@@ -385,7 +466,7 @@ def _write_config(workdir: Path, port: int, username: str) -> Path:
         "X11Forwarding": "no",
         "LogLevel": "VERBOSE",
         # internal-sftp logs only to syslog, so SFTP operations are missing from sshd.log.
-        "Subsystem": "sftp internal-sftp",
+        "Subsystem": f"sftp {subsystem}",
     }
     config = workdir / "sshd_config"
     config.write_text("".join(f"{key} {value}\n" for key, value in settings.items()))

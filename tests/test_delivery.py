@@ -16,7 +16,7 @@ from deltasync.config import DeliveryConfig, SftpSettings
 from deltasync.delivery import open_transport
 from deltasync.delivery.folder import FolderTransport
 from deltasync.delivery.sftp import SftpTransport
-from deltasync.errors import ConfigError, DeliveryError, RemoteFileMissing
+from deltasync.errors import DeliveryError, RemoteFileMissing
 
 
 @pytest.fixture
@@ -175,8 +175,9 @@ def test_sftp_encrypted_key_with_passphrase_from_environment(
 ) -> None:
     folder = remote_folder(ssh, "encrypted")
     config = settings(ssh, key_file=ssh.encrypted_key_file, passphrase_env="TEST_SFTP_PASS")
-    with pytest.raises(ConfigError, match="TEST_SFTP_PASS, which is not set"):
+    with pytest.raises(DeliveryError, match="TEST_SFTP_PASS, which is not set") as caught:
         SftpTransport(config, str(folder)).list()
+    assert caught.value.transient is False
     monkeypatch.setenv("TEST_SFTP_PASS", ssh.passphrase)
     with SftpTransport(config, str(folder)) as transport:
         transport.upload(delta, delta.name)

@@ -38,7 +38,7 @@ def as_users(texts: list[str]) -> etree._ElementTree:
     return etree.ElementTree(etree.fromstring(doc.encode("utf-8")))
 
 
-def day_records(patrons: int, day: int, **kwargs: float) -> dict[str, str]:
+def day_records(patrons: int, day: int, **kwargs: float | str) -> dict[str, str]:
     return dict(ge.records(patrons=patrons, day=day, **kwargs))
 
 
@@ -257,3 +257,119 @@ def test_rejects_bad_arguments(tmp_path: Path) -> None:
         ge.write_extract(tmp_path / "x.xml", patrons=5, day=0, members=2)
     with pytest.raises(ValueError):
         ge.truth(patrons=5, day=1, change_rate=1.5)
+
+
+USER = re.compile(r"<user>.*?</user>", re.DOTALL)
+PRIMARY_ID = re.compile(r"<primary_id>([^<]*)</primary_id>")
+
+
+def raw_users(path: Path) -> dict[str, str]:
+    """Each ``<user>`` element of a file exactly as written, keyed by primary id."""
+    found = USER.findall(path.read_text(encoding="utf-8"))
+    users = {PRIMARY_ID.findall(text)[0]: text for text in found}
+    assert len(users) == len(found)
+    return users
+
+
+def content(user: etree._Element) -> bytes:
+    """The record with layout and the order of ``<user>``'s children taken out."""
+    for el in user.iter():
+        if el.text is not None and not el.text.strip():
+            el.text = None
+        el.tail = None
+    user[:] = sorted(user, key=lambda child: str(child.tag))
+    return etree.tostring(user, method="c14n")
+
+
+def test_status_date_version_repeats_unchanged_records_byte_for_byte() -> None:
+    patrons = 300
+    previous = day_records(patrons, 0, status_date="version", **BUSY)
+    last_seen = dict(previous)
+    assert {etree.fromstring(x).findtext("status_date") for x in previous.values()} == {
+        ge.status_date(0)
+    }
+    for day in range(1, 6):
+        t = ge.truth(patrons=patrons, day=day, **BUSY)
+        current = day_records(patrons, day, status_date="version", **BUSY)
+        daily = day_records(patrons, day, **BUSY)
+        assert current.keys() == daily.keys()
+        for pid, xml in current.items():
+            # Only status_date tells the two modes apart.
+            assert strip_status(xml) == strip_status(daily[pid])
+        for pid in set(previous) & set(current):
+            assert (previous[pid] == current[pid]) == (pid not in t["changed"]), pid
+        for pid in t["returned"]:
+            assert current[pid] == last_seen[pid]
+        for pid in t["changed"] + t["new"]:
+            assert etree.fromstring(current[pid]).findtext("status_date") == ge.status_date(day)
+        last_seen.update(current)
+        previous = current
+
+
+def test_status_date_version_in_files_and_cli(tmp_path: Path, schema: etree.XMLSchema) -> None:
+    day0, day1, cli = tmp_path / "day0.xml", tmp_path / "day1.xml", tmp_path / "cli.xml"
+    ge.write_extract(day0, patrons=400, day=0, status_date="version", shuffle=True)
+    ge.write_extract(day1, patrons=400, day=1, status_date="version", shuffle=True)
+    assert ge.main(["--patrons", "400", "--day", "1", "--status-date", "version", "--shuffle",
+                    "--out", str(cli)]) == 0  # fmt: skip
+    assert cli.read_bytes() == day1.read_bytes()
+    assert schema.validate(etree.parse(str(day1))), schema.error_log.last_error
+    t = ge.truth(patrons=400, day=1)
+    before, after = raw_users(day0), raw_users(day1)
+    same = {pid for pid in set(before) & set(after) if before[pid] == after[pid]}
+    assert t["unchanged"] > 300
+    assert same == set(before) & set(after) - set(t["changed"])
+    # The default stays what every other test relies on: the day's date on every record.
+    daily = tmp_path / "daily.xml"
+    ge.write_extract(daily, patrons=400, day=1, shuffle=True)
+    assert set(re.findall(r"<status_date>([^<]*)<", daily.read_text())) == {ge.status_date(1)}
+    assert daily.read_bytes() != day1.read_bytes()
+
+
+@pytest.mark.parametrize("indent", [True, False])
+def test_reformat_changes_every_record_but_no_content(
+    tmp_path: Path, schema: etree.XMLSchema, indent: bool
+) -> None:
+    plain, reformatted = tmp_path / "plain.xml", tmp_path / "reformat.xml"
+    for path, reformat in ((plain, False), (reformatted, True)):
+        ge.write_extract(
+            path, patrons=300, day=1, shuffle=True, status_date="version", indent=indent,
+            reformat=reformat, **BUSY,
+        )  # fmt: skip
+    assert schema.validate(etree.parse(str(reformatted))), schema.error_log.last_error
+    text = reformatted.read_text(encoding="utf-8")
+    assert ("\n\t<user>\n\t\t<" in text) == indent and "  <" not in text
+    before, after = raw_users(plain), raw_users(reformatted)
+    assert list(before) == list(after)  # same records, same record order
+    parser = etree.XMLParser(remove_blank_text=True)
+    for pid, xml in before.items():
+        old = etree.fromstring(xml, parser)
+        new = etree.fromstring(after[pid], parser)
+        assert [c.tag for c in old] != [c.tag for c in new], pid
+        assert sorted(c.tag for c in old) == sorted(c.tag for c in new), pid
+        # contact_info keeps its inner order: the schema fixes it.
+        assert etree.tostring(old.find("contact_info"), method="c14n") == etree.tostring(
+            new.find("contact_info"), method="c14n"
+        )
+        assert content(old) == content(new), pid
+    cli = tmp_path / "cli.xml"
+    flags = [] if indent else ["--no-indent"]
+    args = ["--patrons", "300", "--day", "1", "--shuffle", "--status-date", "version"]
+    rates = [f"--{k.replace('_', '-')}={v}" for k, v in BUSY.items()]
+    assert ge.main([*args, *rates, *flags, "--reformat", "--out", str(cli)]) == 0
+    assert cli.read_bytes() == reformatted.read_bytes()
+
+
+def test_reformat_records_are_deterministic() -> None:
+    a = list(ge.records(patrons=50, day=2, reformat=True))
+    b = list(ge.records(patrons=50, day=2, reformat=True))
+    assert a == b
+    assert all(xml.startswith("<user>\n\t<") for _, xml in a)
+    assert [pid for pid, _ in a] == ge.present_ids(patrons=50, day=2)
+
+
+def test_rejects_unknown_status_date(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="status_date must be one of daily, version"):
+        ge.write_extract(tmp_path / "x.xml", patrons=5, day=0, status_date="weekly")
+    with pytest.raises(SystemExit):
+        ge.main(["--patrons", "5", "--day", "0", "--status-date", "weekly", "--truth"])

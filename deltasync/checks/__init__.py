@@ -40,6 +40,8 @@ class FileCheck:
     records: int
     """How many ``<user>`` records the file holds."""
     report: Report
+    held_back: int = 0
+    """How many records the checks would hold back (a match ID twice counts once)."""
 
 
 def check_file(
@@ -57,4 +59,4 @@ def check_file(
     diff = Diff({})  # against an empty snapshot every record counts as one to send
     preflight = Preflight(diff, settings, rule or MatchIdRule(), Recipe(), today)
     preflight.scan(path, lambda *_record: None, encoding=encoding)
-    return FileCheck(path, preflight.read, preflight.report)
+    return FileCheck(path, preflight.read, preflight.report, len(diff.held_back))

@@ -12,7 +12,7 @@ import functools
 import io
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,9 +165,27 @@ def cli(ctx: click.Context, config_path: Path | None, feed_name: str | None) -> 
 
 
 def exit_for_attention(result: job.RunResult) -> None:
-    if result.attention:
-        # The work is done; exit 4 so cron mail reaches someone.
+    """Exit 4 when the result needs a person, saying why on stderr."""
+    exit_for_reasons(result.feed, result.attention)
+
+
+def exit_for_reasons(feed: str, reasons: Sequence[str]) -> None:
+    """Exit 4 when there are reasons a person should look, writing each to stderr.
+
+    The work is done; exit 4 so cron mail reaches someone. The reasons go to stderr as well as
+    to the normal output, because cron lines often send stdout to a log (and ``--json`` keeps
+    stdout for the JSON), so stderr is what gets mailed.
+    """
+    if reasons:
+        for reason in reasons:
+            click.echo(f"ATTENTION: feed {feed}: {reason}", err=True)
         raise SystemExit(EXIT_ATTENTION)
+
+
+def require_file(path: Path, what: str) -> None:
+    """Exit 1 (not click's usage exit 2) naming a file argument that is not there."""
+    if not path.is_file():
+        raise click.ClickException(f"{path}: {what} not found")
 
 
 def when(moment: dt.datetime) -> str:

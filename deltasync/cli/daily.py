@@ -27,6 +27,7 @@ from .app import (
     json_option,
     pass_app,
     reports_errors,
+    require_file,
     when,
 )
 
@@ -78,7 +79,7 @@ def diff(app: AppContext, extract: Path | None, force: bool, as_json: bool) -> N
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 @pass_app
 @reports_errors
@@ -87,12 +88,14 @@ def check(app: AppContext, file: Path, as_json: bool) -> None:
 
     Prints counts per code, then each finding with its match ID and line. Uses the feed's
     checks when a configuration is found, else the defaults (CARLI I-Share). Exit 0 when no
-    record would be held back, 4 when some would, 1 when the file itself is unreadable.
+    record would be held back, 4 when some would (stderr says how many), 1 when the file is
+    missing or unreadable.
 
     \b
     Example:
       deltasync check incoming/patrons-2027-01-04.xml --json
     """
+    require_file(file, "file")
     timezone: dt.tzinfo = dt.UTC
     settings, rule, encoding = CheckSettings(), MatchIdRule(), "utf-8"
     if app.config_path is not None or locate(None).exists():
@@ -113,6 +116,9 @@ def check(app: AppContext, file: Path, as_json: bool) -> None:
         for line in summary_lines(found.report):
             click.echo(line)
     if found.report.count(Policy.ERROR):
+        # Said on stderr, like run's reasons: that is what cron mails when stdout is logged.
+        held = f"{found.held_back} record(s) would be held back by the checks"
+        click.echo(f"ATTENTION: {found.path}: {held}", err=True)
         raise SystemExit(EXIT_ATTENTION)
 
 
@@ -121,8 +127,7 @@ def _run(
 ) -> None:
     feed = app.feed
     path = extract if extract is not None else _configured_extract(feed)
-    if not path.is_file():
-        raise click.ClickException(f"{path}: extract not found")
+    require_file(path, "extract")
     with app.store() as store, _progress(path) as progress:
         result = job.run(
             store,

@@ -13,13 +13,14 @@ from .. import audit, job, ledger, recovery, retention
 from ..store import backup as store_backup
 from .app import (
     CONTEXT_SETTINGS,
-    EXIT_ATTENTION,
     AppContext,
     cli,
     exit_for_attention,
+    exit_for_reasons,
     json_option,
     pass_app,
     reports_errors,
+    require_file,
     when,
 )
 from .audit import batch
@@ -151,7 +152,7 @@ def batch_rebuild(app: AppContext, seq: int, folder: Path | None) -> None:
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("extract", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("extract", type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 @pass_app
 @reports_errors
@@ -163,6 +164,7 @@ def baseline(app: AppContext, extract: Path, as_json: bool) -> None:
     Example:
       deltasync baseline incoming/patrons-full-2027-01-04.xml
     """
+    require_file(extract, "extract")
     with app.store() as store:
         result = job.baseline(store, app.feed, extract)
     if as_json:
@@ -232,6 +234,12 @@ def prune(app: AppContext, days: int | None, as_json: bool) -> None:
     feed = app.feed
     window = feed.retention_days if days is None else days
     if days is None and window == 0:
+        if as_json:
+            # The keys of any prune that removed nothing, so scripts read one shape; there is
+            # no window, so no cutoff.
+            nothing = retention.Pruned(dt.datetime.now(dt.UTC), payloads=0, patrons=0)
+            click.echo(json.dumps({**audit.as_json(nothing), "cutoff": None}, indent=2))
+            return
         click.echo(
             f"feed {feed.name!r} keeps everything (retention_days = 0): nothing pruned; "
             "give --older-than DAYS to prune anyway"
@@ -250,8 +258,7 @@ def prune(app: AppContext, days: int | None, as_json: bool) -> None:
         )
         for problem in pruned.problems:
             click.echo(f"ATTENTION: {problem}")
-    if pruned.problems:
-        raise SystemExit(EXIT_ATTENTION)
+    exit_for_reasons(feed.name, pruned.problems)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -1,11 +1,14 @@
 """The ``sftp`` transport: deliver to the SFTP server Alma's integration profile reads.
 
 Key authentication only; the server's host key must already be in the configured known_hosts
-file (an unknown or changed key is refused, never added). Every network operation has a
-timeout, and transient failures (timeouts, dropped connections) are retried with exponential
-backoff on a fresh connection. Uploads go to a hidden, unpredictable temporary name created
-exclusively and made 0600 before any data is written, are checked for size, and only then
-renamed to the final ``.zip``, which is never overwritten.
+file (an unknown or changed key is refused, never added). Every network step has a deadline
+(session.py). Transient failures (dropped connections, a refused connection, a full disk) are
+retried with exponential backoff on a fresh connection; a server that let a deadline pass, or
+could not be connected to in all attempts, is not tried again by this transport until it is
+closed (the end of a run), so a dead server costs a run one deadline, not one per operation
+and attempt. Uploads go to a hidden, unpredictable temporary name created exclusively and
+made 0600 before any data is written, are checked for size, and only then renamed to the
+final ``.zip``, which is never overwritten.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import errno
 import socket
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -29,6 +33,7 @@ from tenacity import (
 from ..config import SftpSettings
 from ..errors import DeliveryError, DeltasyncError, RemoteFileMissing
 from . import RemoteFile, temporary_name
+from .session import PARAMIKO_LOG, Session, Unanswered, load_key, open_session
 
 T = TypeVar("T")
 PRIVATE_MODE = 0o600
@@ -42,8 +47,10 @@ class SftpTransport:
     def __init__(self, settings: SftpSettings, remote_dir: str) -> None:
         self.settings = settings
         self.remote_dir = PurePosixPath(remote_dir)
-        self._client: paramiko.SSHClient | None = None
+        self._session: Session | None = None
         self._sftp: paramiko.SFTPClient | None = None
+        self._gave_up: str | None = None
+        """Why the server is not tried again until close(), once it failed that way."""
 
     def describe(self) -> str:
         s = self.settings
@@ -138,11 +145,8 @@ class SftpTransport:
         self._retrying(f"removal of {name}", operation)
 
     def close(self) -> None:
-        if self._sftp is not None:
-            self._sftp.close()
-        if self._client is not None:
-            self._client.close()
-        self._sftp = self._client = None
+        self._disconnect()
+        self._gave_up = None
 
     def __enter__(self) -> SftpTransport:
         return self
@@ -153,80 +157,106 @@ class SftpTransport:
     # -- connection and error handling -------------------------------------------------------
 
     def _retrying(self, what: str, operation: Callable[[paramiko.SFTPClient], T]) -> T:
+        if self._gave_up is not None:
+            raise DeliveryError(
+                f"{self.describe()}: {what} not tried: earlier in this run, {self._gave_up}",
+                transient=True,
+            )
+
         def attempt() -> T:
+            sftp = self._connection(what)
             try:
-                return operation(self._connection())
+                return operation(sftp)
             except DeltasyncError:
                 raise
             except Exception as exc:
+                error = self._explain(what, exc)
                 # Start the next attempt on a fresh connection.
-                self.close()
-                raise self._explain(what, exc) from exc
+                self._disconnect()
+                raise error from exc
 
         retrying = Retrying(
             stop=stop_after_attempt(self.settings.attempts),
             wait=wait_exponential(multiplier=self.settings.backoff_seconds, max=60),
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(_worth_retrying),
             before_sleep=self._forget_connection,
             reraise=True,
         )
-        result: T = retrying(attempt)
+        try:
+            result: T = retrying(attempt)
+        except _ServerFailed as exc:
+            self._gave_up = exc.reason
+            raise
         return result
 
     def _forget_connection(self, _state: RetryCallState) -> None:
-        self.close()
+        self._disconnect()
 
-    def _connection(self) -> paramiko.SFTPClient:
+    def _disconnect(self) -> None:
+        if self._session is not None:
+            self._session.close()
+        self._sftp = None
+
+    def _connection(self, what: str) -> paramiko.SFTPClient:
         if self._sftp is not None:
             return self._sftp
         s = self.settings
-        client = paramiko.SSHClient()
+        key = load_key(s)  # before any connection: a key problem is not the network's
+        session = Session()
         try:
-            client.load_host_keys(str(s.known_hosts))
+            session.client.load_host_keys(str(s.known_hosts))
         except OSError as exc:
             raise DeliveryError(
                 f"{s.known_hosts}: cannot read known_hosts: {exc.strerror}", transient=False
             ) from exc
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        session.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        self._session = session
         try:
-            client.connect(
-                s.host,
-                port=s.port,
-                username=s.username,
-                key_filename=str(s.key_file),
-                passphrase=s.passphrase(),
-                timeout=s.connect_timeout,
-                banner_timeout=s.connect_timeout,
-                auth_timeout=s.connect_timeout,
-                channel_timeout=s.connect_timeout,
-                allow_agent=False,
-                look_for_keys=False,
-            )
-            sftp = client.open_sftp()
-            channel = sftp.get_channel()
-            if channel is not None:
-                channel.settimeout(s.operation_timeout)
+            open_session(s, session, key)
+        except Exception as exc:
+            session.close()  # no half-open client or transport thread per failed attempt
+            raise self._explain(what, exc, connecting=True) from exc
         except BaseException:
-            client.close()  # no half-open client or transport thread per failed attempt
+            session.close()
             raise
-        self._client, self._sftp = client, sftp
-        return sftp
+        assert session.sftp is not None
+        self._sftp = session.sftp
+        return self._sftp
 
     def _discard(self, remote: str) -> None:
+        if isinstance(sys.exc_info()[1], TimeoutError):
+            # Called while an upload fails: a server that stopped answering would only make
+            # the removal wait out another operation_timeout. The hidden file is harmless
+            # (Alma reads only *.zip), and retention deletes it later.
+            return
         try:
             if self._sftp is not None:
                 self._sftp.remove(remote)
         except Exception:  # noqa: BLE001 - best effort: the connection may be gone
             pass
 
-    def _explain(self, what: str, exc: BaseException) -> DeliveryError:
+    def _explain(self, what: str, exc: BaseException, *, connecting: bool = False) -> DeliveryError:
         where = f"{self.describe()}: {what}"
         s = self.settings
+        server = f"the server at {s.host}:{s.port}"
+        if isinstance(exc, Unanswered):
+            return _ServerFailed(where, f"{server} {exc}", retry=False)
+        if isinstance(exc, TimeoutError):  # the channel's timeout: an operation's reply
+            return _ServerFailed(
+                where, f"{server} did not answer within {s.operation_timeout:g} s", retry=False
+            )
         if isinstance(exc, paramiko.BadHostKeyException):
             return DeliveryError(
                 f"{where}: the server's host key does not match {s.known_hosts} (it changed, "
                 "or this is not the right server); refusing to connect. If the key was "
                 "changed on purpose, update known_hosts",
+                transient=False,
+            )
+        # Before AuthenticationException, which it is a subclass of.
+        if isinstance(exc, paramiko.PasswordRequiredException):
+            return DeliveryError(
+                f"{s.key_file} is encrypted; name the environment variable holding its "
+                "passphrase in sftp.passphrase_env",
                 transient=False,
             )
         if isinstance(exc, paramiko.AuthenticationException):
@@ -241,26 +271,39 @@ class SftpTransport:
                 f">> {s.known_hosts}, after checking its fingerprint)",
                 transient=False,
             )
-        if isinstance(exc, paramiko.PasswordRequiredException):
-            return DeliveryError(
-                f"{where}: {s.key_file} is encrypted; name the variable holding its "
-                "passphrase in sftp.passphrase_env",
-                transient=False,
+        if connecting and isinstance(exc, ConnectionRefusedError):
+            return _ServerFailed(
+                where,
+                f"connection refused by {s.host}:{s.port} (is the server up, and is the port "
+                "right?)",
+                retry=True,
             )
-        if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-            return DeliveryError(
-                f"{where} failed: connection refused by {s.host}:{s.port} (is the server up, "
-                "and is the port right?)",
-                transient=True,
-            )
+        if connecting and isinstance(exc, socket.gaierror):
+            return _ServerFailed(where, f"cannot find host {s.host}: {exc.strerror}", retry=True)
         if isinstance(exc, PermissionError):
             return DeliveryError(f"{where}: permission denied by the server", transient=False)
         if isinstance(exc, OSError) and not isinstance(exc, socket.timeout | ConnectionError):
             detail = exc.strerror or str(exc) or type(exc).__name__
             if exc.errno == errno.ENOSPC or "Failure" in str(exc):
                 detail += " (the server gave no reason; a full disk or quota is the usual cause)"
+            if connecting:
+                return _ServerFailed(where, detail, retry=True)
             return DeliveryError(f"{where} failed: {detail}", transient=True)
-        return DeliveryError(f"{where} failed: {_describe(exc)}", transient=True)
+        session = self._session
+        logged = PARAMIKO_LOG.pop(session.thread if session else None)
+        if connecting and session is not None and not session.remote_version:
+            return _ServerFailed(
+                where,
+                f"{server} closed the connection without answering SSH (is port {s.port} "
+                "its SSH port?)",
+                retry=True,
+            )
+        detail = _describe(exc)
+        if logged and str(exc) not in logged:
+            detail += f" ({logged})"  # paramiko's thread saw the cause the exception hides
+        if connecting:
+            return _ServerFailed(where, detail, retry=True)
+        return DeliveryError(f"{where} failed: {detail}", transient=True)
 
 
 def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
@@ -271,13 +314,23 @@ def _exists(sftp: paramiko.SFTPClient, path: str) -> bool:
     return True
 
 
-def _is_transient(exc: BaseException) -> bool:
+class _ServerFailed(DeliveryError):
+    """The server could not be reached or let a deadline pass: worth a later run, not now."""
+
+    def __init__(self, where: str, reason: str, *, retry: bool) -> None:
+        super().__init__(f"{where} failed: {reason}", transient=True)
+        self.reason = reason
+        self.retry = retry
+        """Whether another attempt in this operation may help (not after a deadline)."""
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    if isinstance(exc, _ServerFailed):
+        return exc.retry
     return isinstance(exc, DeliveryError) and exc.transient
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, socket.timeout | TimeoutError):
-        return "timed out"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, EOFError):

@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
+from ..redact import SECRET_PARAMETERS, redact
 
 PRIVATE_FILE_MODE = 0o600
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -44,7 +45,7 @@ def create_store_engine(url: str) -> Engine:
     try:
         return create_engine(parsed, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError) as exc:
-        raise StoreError(f"cannot use state store {safe_url(url)}: {exc}") from exc
+        raise StoreError(f"cannot use state store {safe_url(url)}: {safe_text(url, exc)}") from exc
 
 
 def migrate(engine: Engine) -> None:
@@ -102,8 +103,22 @@ def alembic_config() -> AlembicConfig:
 
 
 def safe_url(url: str | URL) -> str:
-    """The URL without its password, for messages and logs."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL without its password (``user:password@`` or ``?password=``), for messages."""
+    parsed = make_url(url)
+    return redact(parsed.render_as_string(hide_password=True), _secrets(parsed))
+
+
+def safe_text(url: str | URL, text: object) -> str:
+    """``text``, often a driver's error, with the secrets of ``url`` and any URL masked."""
+    return redact(str(text), _secrets(make_url(url)))
+
+
+def _secrets(url: URL) -> list[str]:
+    values = [url.password]
+    for name, value in url.query.items():
+        if name.lower() in SECRET_PARAMETERS:
+            values += [value] if isinstance(value, str) else list(value)
+    return [str(v) for v in values if v]
 
 
 def _prepare_sqlite_file(url: URL) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from .engine import BUSY_TIMEOUT_SECONDS, safe_url
+from .engine import BUSY_TIMEOUT_SECONDS, safe_text, safe_url
 
 
 def describe(exc: SQLAlchemyError, url: URL, *, doing: str = "state store") -> str:
@@ -27,7 +27,7 @@ def _reason(exc: SQLAlchemyError, url: URL) -> str:
             "lost the connection to the database server (was it restarted or stopped?); "
             "nothing that was not yet committed was kept: run the command again"
         )
-    driver = _driver_message(exc)
+    driver = safe_text(url, _driver_message(exc))  # a driver may quote the password
     if url.get_backend_name() == "sqlite" and url.database:
         return _sqlite(driver, Path(url.database)) or driver
     return driver

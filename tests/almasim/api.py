@@ -40,6 +40,7 @@ class AlmaApiServer:
         self.simulator, self.api_key = simulator, api_key
         self.requests: list[tuple[str, str]] = []
         self._failures: list[int] = []
+        self._redirects: list[str] = []
         self._lock = threading.Lock()
         self._httpd = _HttpServer(("127.0.0.1", 0), _Handler, self)
         self._thread: threading.Thread | None = None
@@ -54,6 +55,19 @@ class AlmaApiServer:
         """Answer the next ``n`` requests with ``status``, whatever they ask."""
         with self._lock:
             self._failures.extend([status] * n)
+
+    def redirect_next(self, n: int, to: str) -> None:
+        """Answer the next ``n`` requests with 302 to the same path and query under ``to``."""
+        with self._lock:
+            self._redirects.extend([to.rstrip("/")] * n)
+
+    def redirect(self, path: str) -> str | None:
+        """Where the request for ``path`` is redirected, if a redirect is due."""
+        with self._lock:
+            if not self._redirects:
+                return None
+            self.requests.append(("GET", path))
+            return self._redirects.pop(0) + path
 
     def start(self) -> AlmaApiServer:
         """Start serving."""
@@ -178,6 +192,13 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HttpServer
 
     def do_GET(self) -> None:
+        location = self.server.api.redirect(self.path)
+        if location is not None:
+            self.send_response(302)
+            self.send_header("Location", location)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         status, body = self.server.api.respond(self.path, self.headers.get("Authorization"))
         data = json.dumps(body).encode("utf-8")
         self.send_response(status)
