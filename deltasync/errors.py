@@ -28,6 +28,10 @@ class StoreError(DeltasyncError):
     """The state store cannot be opened, migrated or written."""
 
 
+class FeedLost(StoreError):
+    """This run no longer holds its feed's lock; it stopped before committing or delivering."""
+
+
 class OutboxError(DeltasyncError):
     """A delta file cannot be written to the feed's outbox."""
 

@@ -402,10 +402,14 @@ class _Run:
     def execute(self) -> RunResult:
         sha256 = sha256_of(self.path)
         self.mtime = extract_order.modified_at(self.path)
-        with self.store.begin() as conn:
-            feed_row = snap.ensure_feed(
-                conn, self.feed.name, str(self.feed.match_id), self.recipe, self.now
-            )
+        with self._transaction() as conn:
+            if self.dry_run and snap.find_feed(conn, self.feed.name) is None:
+                # A dry run of a feed that never ran creates nothing; this id is nobody's.
+                feed_row = snap.FeedRow(0, self.feed.name, self.recipe.fingerprint)
+            else:
+                feed_row = snap.ensure_feed(
+                    conn, self.feed.name, str(self.feed.match_id), self.recipe, self.now
+                )
             self.feed_id = feed_row.id
             if self.baseline and snap.has_patrons(conn, feed_row.id):
                 raise GuardRefused(
@@ -475,6 +479,18 @@ class _Run:
         sent_now = result.counts.new + result.counts.changed + result.counts.returned
         carried = 0 if batch is None else max(0, batch.records - sent_now - departed_with_record)
         return replace(result, batch=batch, carried_over=carried)
+
+    def _transaction(self) -> contextlib.AbstractContextManager[Connection]:
+        if not self.dry_run:
+            return self.store.begin()
+        # A dry run must not hold SQLite's write lock while it reads the extract, or a run
+        # beside it would wait: it stages in a table of its own, and writes stored rows only
+        # when the snapshot must be re-hashed first (a changed ignore list).
+        with self.store.read() as conn:
+            row = snap.find_feed(conn, self.feed.name)
+        return self.store.trial(
+            write=row is not None and row.hash_recipe != self.recipe.fingerprint
+        )
 
     def _ingest(
         self,

@@ -26,6 +26,7 @@ from .alma_api import FAILED as RUN_FAILED
 from .alma_api import WITH_ERRORS, AlmaApiError, AlmaJobs
 from .config import AlmaApiConfig, FeedConfig
 from .delivery import HANDLED_SUFFIX, RemoteFile, Transport, open_transport, withdrawn_name
+from .delivery.fenced import FencedTransport
 from .errors import (
     ConfigError,
     DeliveryError,
@@ -68,6 +69,8 @@ class Ledger:
         self.transport = transport
         if self.transport is None and self.delivery is not None:
             self.transport = open_transport(self.delivery)
+        if self.transport is not None and store.lease is not None:
+            self.transport = FencedTransport(self.transport, store.lease.check)
         self.jobs = jobs
         if self.jobs is None and self.delivery is not None and self.delivery.confirm == "alma-api":
             if alma is None or self.delivery.job_id is None:

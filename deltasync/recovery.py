@@ -46,7 +46,7 @@ def rebuild_batch(store: Store, feed: FeedConfig, seq: int, folder: Path | None 
     bytes do not match the ledger's SHA-256 (say, payloads pruned by retention).
     """
     target = folder or feed.outbox
-    with store.begin() as conn:
+    with store.read() as conn:
         _feed_id, batch = led.find_batch(conn, feed.name, seq)
         if os.path.lexists(target / batch.file_name):
             raise RebuildError(
@@ -63,7 +63,7 @@ def restore_outbox_file(store: Store, feed: FeedConfig, seq: int) -> Rebuilt:
 
     The damaged file is removed only once the rebuild has matched the ledger's SHA-256.
     """
-    with store.begin() as conn:
+    with store.read() as conn:
         _feed_id, batch = led.find_batch(conn, feed.name, seq)
         delta = _write_again(conn, feed, batch, feed.outbox)
     try:

@@ -64,7 +64,7 @@ def list_changes(
     if kinds:
         query = query.where(v.kind.in_(kinds))
     rows: list[ChangeRow] = []
-    with store.begin() as conn:
+    with store.read() as conn:
         found = conn.execute(query).all()
         previous: dict[int, bytes | None] = {}
         wanted = [int(r.prev) for r in found if r.prev is not None]
@@ -97,6 +97,6 @@ def _rows(r: Any, before: bytes | None, wanted: str | None) -> list[ChangeRow]:
 
 
 def _feed_id(store: Store, feed: FeedConfig) -> int:
-    with store.begin() as conn:
+    with store.read() as conn:
         row = snap.find_feed(conn, feed.name)
     return -1 if row is None else row.id

@@ -76,7 +76,7 @@ def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
     """Every stored version of one patron, oldest first, with the batches that carried it
     and what changed from the version before."""
     v, b, e = snap.version_t.c, snap.batch_t.c, snap.extract_t.c
-    with store.begin() as conn:
+    with store.read() as conn:
         pid = patron_id(conn, feed, match_id)
         rows = conn.execute(
             select(
@@ -126,7 +126,7 @@ def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
 def show(store: Store, feed: FeedConfig, match_id: str, *, as_of: dt.datetime, view: View) -> Shown:
     """The record of ``match_id`` as it stood at ``as_of`` in ``view``."""
     v, b, m = snap.version_t.c, snap.batch_t.c, ledger.member_t.c
-    with store.begin() as conn:
+    with store.read() as conn:
         pid = patron_id(conn, feed, match_id)
         query: Any
         if view == View.EXTRACT:

@@ -93,7 +93,7 @@ def _plain(value: Any) -> Any:
 
 def status(store: Store, feed: FeedConfig) -> FeedStatus:
     """Counts and the latest extract and batch of ``feed``."""
-    with store.begin() as conn:
+    with store.read() as conn:
         row = snap.find_feed(conn, feed.name)
         if row is None:
             return FeedStatus(feed.name, store.url, str(feed.outbox), 0, 0, 0, 0, 0, None, None)
@@ -142,7 +142,7 @@ def status(store: Store, feed: FeedConfig) -> FeedStatus:
 
 def batches(store: Store, feed: FeedConfig) -> list[BatchRow]:
     """Every batch of ``feed``, oldest first."""
-    with store.begin() as conn:
+    with store.read() as conn:
         row = snap.find_feed(conn, feed.name)
         return [] if row is None else _batches(conn, row.id)
 
@@ -199,7 +199,7 @@ class BatchDetail:
 def batch_detail(store: Store, feed: FeedConfig, seq: int) -> BatchDetail:
     """Batch ``seq`` of ``feed`` with every patron it carried and every ledger event."""
     m, p, v = ledger.member_t.c, snap.patron_t.c, snap.version_t.c
-    with store.begin() as conn:
+    with store.read() as conn:
         feed_id, found = ledger.find_batch(conn, feed.name, seq)
         [batch] = [b for b in _batches(conn, feed_id) if b.seq == seq]
         members = [

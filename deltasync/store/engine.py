@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import stat
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -17,6 +22,13 @@ from ..errors import StoreError
 from ..redact import SECRET_PARAMETERS, redact
 
 PRIVATE_FILE_MODE = 0o600
+SQLITE_HEADER = b"SQLite format 3\x00"
+BUSY_TIMEOUT_SECONDS = 600
+"""How long a SQLite writer waits for another's transaction: a run ingests a whole extract in
+one, which takes minutes for a large feed on its first day."""
+READ_ONLY = "deltasync_read_only"
+"""Execution option of a connection whose transactions only read (``Store.read``)."""
+_MIGRATION_LOCK = int.from_bytes(hashlib.sha256(b"deltasync:migrate").digest()[:8], "big") >> 1
 
 
 def create_store_engine(url: str) -> Engine:
@@ -27,6 +39,9 @@ def create_store_engine(url: str) -> Engine:
         engine = create_engine(parsed)
         _make_sqlite_transactional(engine)
         return engine
+    # psycopg logs a second complaint about a connection that is already lost; with no
+    # logging configured Python would print it over deltasync's own message.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
         return create_engine(parsed, pool_pre_ping=True)
     except (SQLAlchemyError, ImportError) as exc:
@@ -34,16 +49,49 @@ def create_store_engine(url: str) -> Engine:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema up to date, the whole upgrade in one transaction."""
+    """Bring the schema up to date, the whole upgrade in one transaction.
+
+    The revision is read first without a write lock, so opening an up-to-date store (every
+    command does) never waits for a run that is writing, nor makes one wait.
+    """
+    from .failures import describe  # failures names this module's limits
+
     config = alembic_config()
+    script = ScriptDirectory.from_config(config)
     try:
+        with engine.connect() as connection:
+            connection.execution_options(**{READ_ONLY: True})
+            with connection.begin():
+                current = _revisions(connection, engine.url)
+        if current == {script.get_current_head()}:
+            return
+        unknown = sorted(current - {r.revision for r in script.walk_revisions()})
+        if unknown:
+            raise StoreError(
+                f"cannot open state store {safe_url(engine.url)}: this store was written by "
+                f"a newer deltasync (revision {', '.join(unknown)}); upgrade deltasync"
+            )
         with engine.begin() as connection:
+            if engine.url.get_backend_name() == "postgresql":
+                # Two commands opening an old store at once: the second waits, then finds it
+                # upgraded, instead of failing on tables the first has just created.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
+        raise StoreError(describe(exc, engine.url, doing="cannot open state store")) from exc
+
+
+def _revisions(connection: Connection, url: URL) -> set[str]:
+    """The store's alembic revisions; refuses a SQLite database that deltasync did not make."""
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    if not current and url.get_backend_name() == "sqlite" and inspect(connection).get_table_names():
+        # Never add deltasync's tables to another program's database.
         raise StoreError(
-            f"cannot open state store {safe_url(engine.url)}: {safe_text(engine.url, exc)}"
-        ) from exc
+            f"{url.database} is a SQLite database but not a deltasync state store (it has "
+            "tables of its own); check state.url"
+        )
+    return current
 
 
 def alembic_config() -> AlembicConfig:
@@ -81,11 +129,60 @@ def _prepare_sqlite_file(url: URL) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Create it ourselves so it never exists with looser permissions, even for an instant.
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, PRIVATE_FILE_MODE)
-        os.close(fd)
-        os.chmod(path, PRIVATE_FILE_MODE)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        _check_existing_sqlite_file(path)
+        return
     except OSError as exc:
         raise StoreError(f"cannot create state store {path}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _check_existing_sqlite_file(path: Path) -> None:
+    """Refuse a file that is not a SQLite database, reading its header and changing nothing."""
+    try:
+        # Non-blocking: a FIFO named by mistake must not hang the command.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise StoreError(f"state store {path} is a symbolic link to a missing file") from None
+    except OSError as exc:
+        raise StoreError(f"cannot open state store {path}: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"state store {path} is not a file; check state.url")
+        header = os.read(fd, len(SQLITE_HEADER))
+    except OSError as exc:
+        raise StoreError(f"cannot open state store {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if header and header != SQLITE_HEADER:
+        raise StoreError(
+            f"{path} is not a deltasync state store (not a SQLite database); check state.url"
+        )
+
+
+def make_private(url: URL) -> None:
+    """Give an existing SQLite store of ours mode 0600 again (a copy or an old version may
+    have left it readable); called once the store is known to be deltasync's. Never through
+    a symlink: the file a link names belongs to whoever made the link."""
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return
+    try:
+        fd = os.open(url.database, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return  # a symlink (ELOOP), or gone: nothing of ours to change
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) != PRIVATE_FILE_MODE:
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    except PermissionError:
+        pass  # another user's store, shared on purpose: theirs to protect
+    except OSError as exc:
+        raise StoreError(f"cannot make state store {url.database} private: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
 
 
 def _make_sqlite_transactional(engine: Engine) -> None:
@@ -96,11 +193,16 @@ def _make_sqlite_transactional(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
         # WAL lets status and history read while a run writes.
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN")
+        # A transaction that writes takes the write lock at BEGIN, where the busy timeout
+        # applies. A plain BEGIN reads first and then fails at its first write ("database is
+        # locked"), without waiting, whenever another process wrote meanwhile. Readers keep
+        # the plain BEGIN: WAL lets them read while a run writes, and they hold up no one.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

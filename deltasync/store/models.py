@@ -239,3 +239,20 @@ class StagedRecord(Base):
     digest: Mapped[bytes] = mapped_column(LargeBinary(16))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     expiry_date: Mapped[dt.date | None] = mapped_column(Date)
+
+
+class RunLease(Base):
+    """Which run holds a feed: a fencing token bumped by every run that takes the feed's lock.
+
+    A lock can be lost while its run goes on (a PostgreSQL restart ends the advisory lock's
+    session); a run proves it still holds the feed by finding its own token here, in the
+    transaction it is about to commit, and before it changes anything on the server.
+    """
+
+    __tablename__ = "run_lease"
+
+    # The feed's name, not its id: the lock is taken before a first run creates the feed.
+    feed: Mapped[str] = mapped_column(String(64), primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger)
+    holder: Mapped[str] = mapped_column(String(300))
+    taken_at: Mapped[dt.datetime] = mapped_column(Timestamp())
