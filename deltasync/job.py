@@ -26,7 +26,7 @@ from .checks import Preflight, Report
 from .checks.identifiers import value_hash
 from .checks.record import identifier_values
 from .config import AlmaApiConfig, Config, FeedConfig, Limit
-from .delivery import Transport
+from .delivery import Transport, check_credentials
 from .departure import expiration_record, is_record_of, needs_expiration, record_expiry
 from .diff import Counts, Diff, HeldBack, Kind
 from .errors import GuardRefused, NotFound
@@ -150,6 +150,8 @@ def run(
         progress=progress,
         checkpoint=checkpoint or (lambda _step: None),
     )
+    if not dry_run and transport is None and feed.delivery is not None:
+        check_credentials(feed.delivery)
     lock = contextlib.nullcontext() if dry_run else feed_lock(store, feed.name)
     with lock:
         return _run_locked(job, alma, transport, jobs)
@@ -241,6 +243,8 @@ def replay(
         row = snap.find_feed(conn, feed.name)
     if row is None:
         raise NotFound(f"feed {feed.name!r} has never run: nothing to replay")
+    if transport is None and feed.delivery is not None:
+        check_credentials(feed.delivery)
     with feed_lock(store, feed.name):
         return _replay_locked(store, config, feed, row.id, since, moment, transport, jobs)
 

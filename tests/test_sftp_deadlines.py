@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import invoke
+from helpers import dump_store, invoke
 from sshd import MUTE_SFTP, STALLED_SFTP, SilentServer, SshServer, sshd_server
 
 PATRONS = 20
@@ -195,12 +195,16 @@ def test_a_missing_key_file_is_named_and_nothing_is_tried(
         known_hosts=str(ssh_server.known_hosts),
     )
     result = invoke(config, "run", str(make_extract(0, PATRONS)))
-    assert result.exit_code == 4, result.output
-    assert attention(result.stdout) == [
-        f"ATTENTION: batch 1 not delivered: {missing}: cannot read the SSH key "
-        "(sftp.key_file): No such file or directory"
-    ]
+    # A configuration mistake: the run stops before it changes anything (exit 1).
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"Error: {missing}: cannot read the SSH key (sftp.key_file): No such file or directory\n"
+    )
     assert silent.accepted == 0  # checked before connecting, and not retried
+    assert (
+        not (tmp_path / "state.db").exists()
+        or dump_store(f"sqlite:///{tmp_path / 'state.db'}").get("patron", []) == []
+    )
 
 
 def test_an_encrypted_key_without_passphrase_env_says_so(
@@ -208,14 +212,14 @@ def test_an_encrypted_key_without_passphrase_env_says_so(
 ) -> None:
     config = server_config(tmp_path, ssh_server, key_file=str(ssh_server.encrypted_key_file))
     result = invoke(config, "run", str(make_extract(0, PATRONS)))
-    assert result.exit_code == 4, result.output
-    assert attention(result.stdout) == [
-        f"ATTENTION: batch 1 not delivered: {ssh_server.encrypted_key_file} is encrypted; "
-        "name the environment variable holding its passphrase in sftp.passphrase_env"
-    ]
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"Error: {ssh_server.encrypted_key_file} is encrypted; "
+        "name the environment variable holding its passphrase in sftp.passphrase_env\n"
+    )
 
 
-def test_a_wrong_or_missing_passphrase_is_named_and_the_batch_is_kept(
+def test_a_wrong_or_missing_passphrase_is_named_and_nothing_changes(
     tmp_path: Path,
     ssh_server: SshServer,
     make_extract: Callable[..., Path],
@@ -226,20 +230,17 @@ def test_a_wrong_or_missing_passphrase_is_named_and_the_batch_is_kept(
     extract = make_extract(0, PATRONS)
     monkeypatch.delenv("SFTP_PASS", raising=False)
     unset = invoke(config, "run", str(extract))
-    # The run's work is committed: a variable missing from cron's environment is a delivery
-    # problem (exit 4, batch kept), not an error after the fact.
-    assert unset.exit_code == 4, unset.output
-    assert attention(unset.stdout) == [
-        "ATTENTION: batch 1 not delivered: sftp.passphrase_env names SFTP_PASS, which is not "
-        "set (or empty)"
-    ]
+    # A variable missing from cron's environment stops the run before it changes anything.
+    assert unset.exit_code == 1, unset.output
+    assert unset.stderr == (
+        "Error: sftp.passphrase_env names SFTP_PASS, which is not set (or empty)\n"
+    )
     monkeypatch.setenv("SFTP_PASS", "not the passphrase")
     wrong = invoke(config, "run", str(extract))
-    assert wrong.exit_code == 4, wrong.output
-    assert attention(wrong.stdout) == [
-        f"ATTENTION: cannot check delivered batches: {key}: cannot read the SSH key "
-        "(sftp.key_file) with the passphrase in SFTP_PASS: wrong passphrase, or not a "
-        "private key",
-        f"ATTENTION: batch 1 not delivered: {key}: cannot read the SSH key (sftp.key_file) "
-        "with the passphrase in SFTP_PASS: wrong passphrase, or not a private key",
-    ]
+    assert wrong.exit_code == 1, wrong.output
+    assert wrong.stderr == (
+        f"Error: {key}: cannot read the SSH key (sftp.key_file) with the passphrase in "
+        "SFTP_PASS: wrong passphrase, or not a private key\n"
+    )
+    store = tmp_path / "state.db"
+    assert not store.exists() or dump_store(f"sqlite:///{store}").get("patron", []) == []

@@ -82,6 +82,24 @@ def hidden_original(name: str) -> str | None:
     return None if match is None else match.group("name")
 
 
+def check_credentials(delivery: DeliveryConfig) -> None:
+    """Refuse, before a run changes anything, credentials that cannot work: an SFTP key that
+    is missing, unreadable or encrypted without its passphrase (ConfigError naming the file).
+
+    A run that ingested first would only build a batch it cannot deliver, day after day.
+    """
+    if delivery.transport != "sftp":
+        return
+    from ..errors import ConfigError, DeliveryError
+    from .session import load_key  # paramiko loads only when SFTP is used
+
+    assert delivery.sftp is not None
+    try:
+        load_key(delivery.sftp)
+    except DeliveryError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def open_transport(delivery: DeliveryConfig) -> Transport:
     """The transport a feed's delivery settings describe."""
     if delivery.transport == "sftp":
