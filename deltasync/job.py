@@ -22,17 +22,17 @@ from sqlalchemy import Connection
 from . import extract_order, outbox, retention
 from .alma_api import AlmaJobs
 from .canonical import Recipe, parse_payload
-from .checks import Preflight, Report
+from .checks import Policy, Preflight, Report
 from .checks.identifiers import value_hash
 from .checks.record import identifier_values
 from .config import AlmaApiConfig, Config, FeedConfig, Limit
 from .delivery import Transport, check_credentials
 from .departure import expiration_record, is_record_of, needs_expiration, record_expiry
 from .diff import Counts, Diff, HeldBack, Kind
-from .errors import GuardRefused, NotFound
+from .errors import DeltasyncError, GuardRefused, NotFound
 from .extract import Progress, sha256_of
 from .ledger import Ledger
-from .store import Store
+from .store import Store, runs
 from .store import ledger as led
 from .store import snapshot as snap
 from .store.lock import feed_lock
@@ -110,6 +110,7 @@ class RunResult:
                 "patrons": self.pruned.patrons,
                 "outbox_files": self.pruned.outbox_files,
                 "remote_files": self.pruned.remote_files,
+                "runs": self.pruned.runs,
             },
         }
 
@@ -150,11 +151,16 @@ def run(
         progress=progress,
         checkpoint=checkpoint or (lambda _step: None),
     )
-    if not dry_run and transport is None and feed.delivery is not None:
-        check_credentials(feed.delivery)
-    lock = contextlib.nullcontext() if dry_run else feed_lock(store, feed.name)
-    with lock:
+    if dry_run:
         return _run_locked(job, alma, transport, jobs)
+
+    def work() -> RunResult:
+        if transport is None and feed.delivery is not None:
+            check_credentials(feed.delivery)
+        with feed_lock(store, feed.name):
+            return _run_locked(job, alma, transport, jobs)
+
+    return _logged(store, feed.name, "run", job.now, str(job.path), work)
 
 
 def _run_locked(
@@ -220,8 +226,12 @@ def baseline(
         checkpoint=lambda _step: None,
         baseline=True,
     )
-    with feed_lock(store, feed.name):
-        return _held_back_attention(job.execute())
+
+    def work() -> RunResult:
+        with feed_lock(store, feed.name):
+            return _held_back_attention(job.execute())
+
+    return _logged(store, feed.name, "baseline", job.now, str(job.path), work)
 
 
 def replay(
@@ -243,10 +253,15 @@ def replay(
         row = snap.find_feed(conn, feed.name)
     if row is None:
         raise NotFound(f"feed {feed.name!r} has never run: nothing to replay")
-    if transport is None and feed.delivery is not None:
-        check_credentials(feed.delivery)
-    with feed_lock(store, feed.name):
-        return _replay_locked(store, config, feed, row.id, since, moment, transport, jobs)
+    feed_id = row.id
+
+    def work() -> RunResult:
+        if transport is None and feed.delivery is not None:
+            check_credentials(feed.delivery)
+        with feed_lock(store, feed.name):
+            return _replay_locked(store, config, feed, feed_id, since, moment, transport, jobs)
+
+    return _logged(store, feed.name, "replay", moment, None, work)
 
 
 def _replay_locked(
@@ -285,6 +300,53 @@ def _replay_locked(
         feed.name, Path(), "", 0, Counts(), info, carried_over=0 if info is None else info.records
     )
     return _with_report(result, ledger)
+
+
+def _logged(
+    store: Store,
+    feed: str,
+    command: str,
+    started: dt.datetime,
+    extract: str | None,
+    work: Callable[[], RunResult],
+) -> RunResult:
+    """Do ``work`` and log how it ended in the run log, whatever the end."""
+    entry = runs.RunEntry(feed, command, started, started, runs.Outcome.ERROR, extract)
+    try:
+        result = work()
+    except GuardRefused as exc:
+        _log(store, replace(entry, outcome=runs.Outcome.REFUSED, error=str(exc)), [])
+        raise
+    except DeltasyncError as exc:
+        _log(store, replace(entry, error=str(exc)), [])
+        raise
+    held = [(f.match_id, f.code) for f in result.findings.findings if f.policy == Policy.ERROR]
+    outcome = runs.Outcome.ATTENTION if result.attention else runs.Outcome.OK
+    counts: dict[str, Any] = {
+        **result.counts.as_dict(),
+        "records": result.records,
+        "sent": 0 if result.batch is None else result.batch.records,
+        "carried_over": result.carried_over,
+    }
+    done = replace(
+        entry,
+        outcome=outcome,
+        batch_seq=None if result.batch is None else result.batch.seq,
+        counts=counts,
+        attention=list(result.attention),
+        error=None,
+    )
+    _log(store, done, held)
+    return result
+
+
+def _log(store: Store, entry: runs.RunEntry, held: list[tuple[str | None, str]]) -> None:
+    finished = max(entry.started_at, dt.datetime.now(dt.UTC))
+    try:
+        with store.begin() as conn:
+            runs.log(conn, replace(entry, finished_at=finished), held)
+    except DeltasyncError:
+        pass  # the store may be what failed: the run's own outcome is what must be told
 
 
 def _with_report(result: RunResult, ledger: Ledger) -> RunResult:

@@ -30,7 +30,7 @@ from .config import FeedConfig
 from .delivery import Transport, hidden_original, open_transport
 from .departure import parse_alma_date
 from .errors import DeltasyncError
-from .store import Store
+from .store import Store, runs
 from .store import ledger as led
 from .store import snapshot as snap
 from .store.lock import feed_lock
@@ -54,6 +54,8 @@ class Pruned:
     """deltasync's own hidden files (withdrawn, interrupted uploads) deleted from remote_dir."""
     problems: tuple[str, ...] = ()
     """Files that could not be deleted; they are tried again by the next prune."""
+    runs: int = 0
+    """Entries of the run log older than the window (they name held-back patrons)."""
 
 
 def prune_feed(
@@ -178,7 +180,8 @@ def prune(
     ).rowcount
     today = now.astimezone(feed.timezone).date()
     forgotten = _forget_purged(conn, feed_id, today)
-    return Pruned(cutoff, int(pruned or 0), forgotten)
+    logged = runs.prune(conn, feed.name, cutoff)
+    return Pruned(cutoff, int(pruned or 0), forgotten, runs=logged)
 
 
 def _forget_purged(conn: Connection, feed_id: int, today: dt.date) -> int:

@@ -43,9 +43,10 @@ def read_delta(path: Path, *, validate: bool = True) -> dict[str, etree._Element
     return records
 
 
-LOCK_TABLES = {"run_lease"}
+LOCK_TABLES = {"run_lease", "run", "run_held_back"}
 """The lock's own record (each feed's fencing token): every run that takes the lock bumps it,
-one that fails too, like the lock file beside a SQLite store. It holds no data."""
+one that fails too, like the lock file beside a SQLite store; and the run log, which records
+failed runs too. They hold no data of the snapshot or the ledger."""
 
 
 def dump_store(url: str) -> dict[str, list[tuple[Any, ...]]]:

@@ -166,6 +166,7 @@ def test_prune_json_when_retention_keeps_everything(
         "outbox_files": 0,
         "remote_files": 0,
         "problems": [],
+        "runs": 0,
     }
     text = invoke(config, "prune")
     assert text.stdout == (

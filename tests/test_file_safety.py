@@ -346,7 +346,13 @@ def test_prune_deletes_old_delta_files_and_withdrawn_files_but_not_handled_ones(
         out = run_json(config, str(extract(tmp_path, f"d{day}.xml", *ids)))
         names.append(Path(out["batch"]["file"]).name)
         # Within the 365-day window nothing goes; the keys are there.
-        assert out["pruned"] == {"payloads": 0, "patrons": 0, "outbox_files": 0, "remote_files": 0}
+        assert out["pruned"] == {
+            "payloads": 0,
+            "patrons": 0,
+            "outbox_files": 0,
+            "remote_files": 0,
+            "runs": 0,
+        }
         if day == 1:  # Alma did not run after day 0: batch 1 was taken back; now it reads 2
             (remote / names[1]).rename(remote / f"{names[1]}.handled")
     assert [b["status"] for b in batches(config)] == ["superseded", "confirmed", "uploaded"]

@@ -256,3 +256,41 @@ class RunLease(Base):
     token: Mapped[int] = mapped_column(BigInteger)
     holder: Mapped[str] = mapped_column(String(300))
     taken_at: Mapped[dt.datetime] = mapped_column(Timestamp())
+
+
+class Run(Base):
+    """One run of a feed's job (run, replay, baseline) and how it ended.
+
+    The log behind reports, ``status`` of many feeds and metrics. It is written after the run,
+    in a transaction of its own, also when the run failed: a failed run changes no data, but
+    it is part of the feed's story.
+    """
+
+    __tablename__ = "run"
+    __table_args__ = (Index("ix_run_feed_started_at", "feed", "started_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    # The feed's name, not its id: a first run may fail before the feed row exists.
+    feed: Mapped[str] = mapped_column(String(64))
+    command: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(Timestamp())
+    finished_at: Mapped[dt.datetime] = mapped_column(Timestamp())
+    outcome: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int] = mapped_column(Integer)
+    extract: Mapped[str | None] = mapped_column(Text)
+    batch_seq: Mapped[int | None] = mapped_column(Integer)
+    # JSON: the run's counts, and the reasons it needs attention (or the error that ended it).
+    counts: Mapped[str] = mapped_column(Text)
+    attention: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+
+class RunHeldBack(Base):
+    """A record a run held back, by the code that held it (match IDs only, nothing else)."""
+
+    __tablename__ = "run_held_back"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("run.id"), index=True)
+    match_id: Mapped[str | None] = mapped_column(String(300))
+    code: Mapped[str] = mapped_column(String(64))
