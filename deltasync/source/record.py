@@ -1,0 +1,90 @@
+"""One patron record as a source hands it over: its raw bytes, where it stands, and its
+``<user>`` element, parsed only when someone asks for it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from lxml import etree
+
+Parse = Callable[["Record"], etree._Element]
+Locate = Callable[[int], int]
+
+
+class Record:
+    """A record of an extract.
+
+    ``raw`` and ``raw_digest`` are the record's bytes as the source gave them and their hash,
+    seeded with everything that gives those bytes their meaning; a record whose raw digest is
+    the one stored for a patron is unchanged and needs no parsing at all. A source that cannot
+    cut its input into records (the full XML parse) gives ``None`` for both, and the element
+    at once.
+
+    The element, and the line, are only to be asked for while the source is at this record:
+    the source may have moved on (and freed its buffer) once the next record was taken.
+    """
+
+    __slots__ = (
+        "_element",
+        "_line",
+        "_locate",
+        "_parse",
+        "document",
+        "line_shift",
+        "offset",
+        "plain",
+        "raw",
+        "raw_digest",
+        "source",
+    )
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        raw: bytes | None = None,
+        raw_digest: bytes | None = None,
+        document: int = 0,
+        offset: int = 0,
+        parse: Parse | None = None,
+        locate: Locate | None = None,
+        element: etree._Element | None = None,
+        line: int = 0,
+        plain: bool = False,
+    ) -> None:
+        self.source = source
+        """The file (and zip member) the record comes from, for messages."""
+        self.raw = raw
+        self.raw_digest = raw_digest
+        self.document = document
+        """Which document of the source holds it (a zip holds several), counted from 0."""
+        self.offset = offset
+        """Where the record starts in its document, in bytes."""
+        self.plain = plain
+        """True when no byte of the record can be a control character, U+FFFD or a character
+        reference: it needs no character checks (the usual case, and a costly walk)."""
+        self._parse = parse
+        self._locate = locate
+        self._element = element
+        self._line = line
+        self.line_shift = 0
+        """What to add to the ``sourceline`` of the element's nodes to get the file's line."""
+
+    def element(self) -> etree._Element:
+        """The record as a ``<user>`` element, without formatting whitespace; parsed once."""
+        if self._element is None:
+            assert self._parse is not None
+            self._element = self._parse(self)
+        return self._element
+
+    @property
+    def line(self) -> int:
+        """The line the record starts on."""
+        if not self._line and self._locate is not None:
+            self._line = self._locate(self.offset)
+        return self._line
+
+    @property
+    def where(self) -> str:
+        """``file, line N`` for messages."""
+        return f"{self.source}, line {self.line}"
