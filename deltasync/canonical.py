@@ -11,32 +11,14 @@ changed recipe re-hashes the snapshot instead of reporting every patron as chang
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import xxhash
 from lxml import etree
 
+from .userxml import c14n, parse_payload
+
 RECIPE_VERSION = 1
 ALGORITHM = "xxh3_128"
-
-SAFE_PARSING: dict[str, Any] = {
-    "remove_blank_text": True,
-    "remove_comments": True,
-    "remove_pis": True,
-    "resolve_entities": False,
-    "load_dtd": False,
-    "no_network": True,
-    "huge_tree": False,
-}
-"""lxml parser options for every XML deltasync reads: no DTD, no entities, no network.
-
-Extracts and stored payloads are parsed alike, so a payload re-parses to the tree it came from.
-"""
-
-_PARSER = etree.XMLParser(**SAFE_PARSING)
-
-
-_BLANK_TEXT = etree.XPath("descendant-or-self::text()[not(normalize-space())]")
 
 
 @dataclass(frozen=True)
@@ -53,7 +35,7 @@ class Recipe:
 
     def payload(self, user: etree._Element) -> bytes:
         """The canonical serialisation of the whole record (ignored fields included)."""
-        return _c14n(user)
+        return c14n(user)
 
     def digest(self, user: etree._Element) -> bytes:
         """The 16-byte hash of the record without its ignored fields; ``user`` is left as is."""
@@ -74,7 +56,7 @@ class Recipe:
         if reordered:
             user[:] = ordered
         try:
-            return bytes(xxhash.xxh3_128_digest(_c14n(user)))
+            return bytes(xxhash.xxh3_128_digest(c14n(user)))
         finally:
             if reordered:
                 user[:] = original
@@ -84,37 +66,6 @@ class Recipe:
     def digest_payload(self, payload: bytes) -> bytes:
         """The digest of a stored payload, as :meth:`digest` gave it for the parsed record."""
         return self.digest(parse_payload(payload))
-
-
-def strip_formatting(user: etree._Element) -> etree._Element:
-    """Drop whitespace-only text (indentation, line ends, ``<phones>\n</phones>``).
-
-    Alma's record has no mixed content, so whitespace beside a child element is layout, and a
-    value of only XML whitespace is an empty value. Text with content keeps its spaces.
-    libxml2's ``remove_blank_text`` removes most of it while parsing, but by a heuristic that
-    keeps some; this finishes the job.
-    """
-    found = _BLANK_TEXT(user)
-    assert isinstance(found, list)
-    for text in found:
-        assert isinstance(text, etree._ElementUnicodeResult)
-        parent = text.getparent()
-        if parent is None:
-            continue
-        if text.is_tail:
-            parent.tail = None
-        else:
-            parent.text = None
-    return user
-
-
-def parse_payload(payload: bytes) -> etree._Element:
-    """Parse a stored canonical payload back into a ``<user>`` element."""
-    return etree.fromstring(payload, _PARSER)
-
-
-def _c14n(element: etree._Element) -> bytes:
-    return bytes(etree.tostring(element, method="c14n", with_comments=False, with_tail=False))
 
 
 def _tag(element: etree._Element) -> str:

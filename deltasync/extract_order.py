@@ -20,11 +20,10 @@ Extracts ingested before deltasync recorded times and fingerprints are not compa
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ExtractError, GuardRefused
+from .errors import GuardRefused
 
 ROLLBACK = "running it would roll patrons back to older values"
 
@@ -38,16 +37,6 @@ class Ingested:
     ingested_at: dt.datetime
     mtime: dt.datetime | None
     fingerprint: str | None
-
-
-def modified_at(path: Path) -> dt.datetime:
-    """The file's modification time, exact to the microsecond (as the store keeps it)."""
-    try:
-        ns = os.stat(path).st_mtime_ns
-    except OSError as exc:
-        raise ExtractError(f"{path}: cannot read extract: {exc.strerror}") from exc
-    seconds, micros = divmod(ns // 1000, 1_000_000)
-    return dt.datetime.fromtimestamp(seconds, dt.UTC).replace(microsecond=micros)
 
 
 def check_same_file(path: Path, earlier: Ingested, last: Ingested | None, *, force: bool) -> None:

@@ -1,57 +1,49 @@
-"""The daily job: reconcile → extract → snapshot → diff → delta → delivery.
+"""The daily job, as named steps: reconcile → ingest → build the delta → deliver → prune.
 
-A run reads the extract once, streaming, and stages only the records that changed. The snapshot
-then holds each patron's *desired* record; the delta carries every patron whose desired record
-Alma has not confirmed (catch-up), so a lost or failed file never loses a change. Ingesting and
-building is one transaction: either all of it lands — snapshot, versions, extract, batch and the
-file in the outbox — or none of it. Delivery and confirmation are the ledger's (ledger.py).
+``run`` composes them: the ledger first learns what Alma did with earlier batches
+(:mod:`ledger`), then in one transaction the extract is ingested (:mod:`ingest`) and the delta
+built (:mod:`delta.build`) — either all of it lands, snapshot, versions, extract, batch and
+the file in the outbox, or none of it — then the batch is delivered and retention applied.
+``baseline`` ingests and adopts; ``replay`` builds and delivers without an extract. A dry run
+is ``ingest`` in a transaction that is always rolled back. Every run is logged
+(:mod:`store.runs`), failures too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lxml import etree
 from sqlalchemy import Connection
 
-from . import extract_order, outbox, retention
+from . import extract_order, retention
 from .alma_api import AlmaJobs
-from .canonical import Recipe, parse_payload
-from .checks import Policy, Preflight, Report
-from .checks.identifiers import value_hash
-from .checks.record import identifier_values
-from .config import AlmaApiConfig, Config, FeedConfig, Limit
+from .canonical import Recipe
+from .checks import Policy, Report
+from .config import AlmaApiConfig, Config, FeedConfig
 from .delivery import Transport, check_credentials
-from .departure import expiration_record, is_record_of, needs_expiration, record_expiry
-from .diff import Counts, Diff, HeldBack, Kind
+from .delta import outbox
+from .delta.build import BatchInfo, Built, build
+from .diff import Counts, HeldBack
 from .errors import DeltasyncError, GuardRefused, NotFound
-from .extract import Progress, sha256_of
+from .ingest import Ingested, ingest
 from .ledger import Ledger
-from .store import Store, runs
-from .store import ledger as led
+from .source.files import Progress, modified_at, sha256_of
+from .store import Store, batches, extracts, feeds, runs
 from .store import snapshot as snap
+from .store.feeds import FeedRow
 from .store.lock import feed_lock
+
+__all__ = ["STEPS", "BatchInfo", "Checkpoint", "RunResult", "baseline", "replay", "run"]
 
 Checkpoint = Callable[[str], None]
 """Called with the name of each step as a run passes it (for tests that inject failures)."""
 
 STEPS = ("opened", "scanned", "staged", "applied", "batch-written", "published")
-
-
-@dataclass(frozen=True)
-class BatchInfo:
-    """The delta file a run produced."""
-
-    seq: int
-    file: Path
-    records: int
-    parts: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -79,6 +71,8 @@ class RunResult:
     """Reasons a person should look (run exits 4): failed or overdue batches, delivery errors."""
     pruned: retention.Pruned | None = None
     """What the retention window removed after the run (``retention_days``)."""
+    fast: bool = True
+    """Whether the extract could be read the fast way (by its bytes; False: in full)."""
 
     def as_json(self) -> dict[str, Any]:
         """The ``run --json`` object: a contract scripts rely on."""
@@ -115,12 +109,18 @@ class RunResult:
         }
 
 
-class _DryRunDone(Exception):
-    """Carries a dry run's result out of its transaction, which is then rolled back."""
+@dataclass
+class _Extract:
+    """The extract a run reads: where it is, and what it is (read before the transaction)."""
 
-    def __init__(self, result: RunResult) -> None:
-        super().__init__("dry run")
-        self.result = result
+    path: Path
+    sha256: str
+    mtime: dt.datetime
+
+    @classmethod
+    def at(cls, path: Path) -> _Extract:
+        resolved = path.resolve()
+        return cls(resolved, sha256_of(resolved), modified_at(resolved))
 
 
 def run(
@@ -141,67 +141,188 @@ def run(
 
     ``transport`` and ``jobs`` replace the ones the feed's configuration describes (tests).
     """
-    job = _Run(
-        store,
-        feed,
-        extract_path.resolve(),
-        dry_run=dry_run,
-        force=force,
-        now=now or dt.datetime.now(dt.UTC),
-        progress=progress,
-        checkpoint=checkpoint or (lambda _step: None),
-    )
+    moment = now or dt.datetime.now(dt.UTC)
+    step = checkpoint or (lambda _step: None)
     if dry_run:
-        return _run_locked(job, alma, transport, jobs)
+        return _held_back_attention(
+            _dry_run(store, feed, _Extract.at(extract_path), moment, force, progress, step)
+        )
 
     def work() -> RunResult:
         if transport is None and feed.delivery is not None:
             check_credentials(feed.delivery)
+        extract = _Extract.at(extract_path)
         with feed_lock(store, feed.name):
-            return _run_locked(job, alma, transport, jobs)
+            return _run_locked(
+                store, feed, extract, alma, transport, jobs, moment, force, progress, step
+            )
 
-    return _logged(store, feed.name, "run", job.now, str(job.path), work)
+    return _logged(store, feed.name, "run", moment, str(extract_path.resolve()), work)
 
 
 def _run_locked(
-    job: _Run, alma: AlmaApiConfig | None, transport: Transport | None, jobs: AlmaJobs | None
+    store: Store,
+    feed: FeedConfig,
+    extract: _Extract,
+    alma: AlmaApiConfig | None,
+    transport: Transport | None,
+    jobs: AlmaJobs | None,
+    now: dt.datetime,
+    force: bool,
+    progress: Progress | None,
+    step: Checkpoint,
 ) -> RunResult:
-    store, feed, dry_run = job.store, job.feed, job.dry_run
     ledger: Ledger | None = None
     try:
-        if not dry_run:
-            with store.begin() as conn:
-                existing = snap.find_feed(conn, feed.name)
-            if existing is not None:
-                ledger = Ledger(store, alma, feed, existing.id, transport, jobs)
-                ledger.reconcile(job.now)
-        result = _held_back_attention(job.execute())
-        job.delta = None  # committed: from here on the file belongs to the ledger
-        if not dry_run:
-            if ledger is None:
-                ledger = Ledger(store, alma, feed, job.feed_id, transport, jobs)
-            ledger.deliver(job.now)
-            result = _with_report(result, ledger)
-            if feed.retention_days:
-                with store.begin() as conn:
-                    pruned = retention.prune(
-                        conn, feed, job.feed_id, days=feed.retention_days, now=job.now
-                    )
-                # After a remote failure (already reported) the cleanup there waits a run.
-                remote = None if ledger.remote_failed else ledger.transport
-                pruned = retention.prune_files(store, feed, job.feed_id, pruned, remote)
-                result = replace(
-                    result, pruned=pruned, attention=[*result.attention, *pruned.problems]
-                )
-        return result
-    except _DryRunDone as done:
-        return _held_back_attention(done.result)
-    except BaseException:
-        job.discard_file()
-        raise
+        with store.read() as conn:
+            existing = feeds.find_feed(conn, feed.name)
+        if existing is not None:
+            ledger = Ledger(store, alma, feed, existing.id, transport, jobs)
+            ledger.reconcile(now)
+        with _outbox_file() as written, store.begin() as conn:
+            feed_row = feeds.ensure_feed(conn, feed.name, str(feed.match_id), _recipe(feed), now)
+            orphans = outbox.sweep(feed.outbox, feed.name, batches.file_names(conn, feed_row.id))
+            step("opened")
+            result, extract_id = _ingest_step(
+                conn, feed, feed_row, extract, now, force, progress, step
+            )
+            result = replace(result, orphans=orphans)
+            step("applied")
+            built = build_delta(conn, feed, feed_row.id, now, result, extract_id)
+            if built is not None:
+                written.append(built.delta)
+                step("batch-written")
+                outbox.publish(built.delta)
+                result = _with_batch(result, built.info)
+            step("published")
+        # Committed: from here on the file belongs to the ledger.
+        result = _held_back_attention(result)
+        if ledger is None:
+            ledger = Ledger(store, alma, feed, feed_row.id, transport, jobs)
+        ledger.deliver(now)
+        result = _with_report(result, ledger)
+        return _pruned(store, feed, feed_row.id, now, ledger, result)
     finally:
         if ledger is not None:
             ledger.close()
+
+
+@contextmanager
+def _outbox_file() -> Iterator[list[outbox.DeltaFile]]:
+    """A place for the delta file a transaction writes: discarded unless the block ends well
+    (the transaction inside it then committed)."""
+    written: list[outbox.DeltaFile] = []
+    try:
+        yield written
+    except BaseException:
+        for delta in written:
+            outbox.discard(delta)
+        raise
+
+
+def _ingest_step(
+    conn: Connection,
+    feed: FeedConfig,
+    feed_row: FeedRow,
+    extract: _Extract,
+    now: dt.datetime,
+    force: bool,
+    progress: Progress | None,
+    step: Checkpoint,
+    *,
+    apply_it: bool = True,
+) -> tuple[RunResult, int | None]:
+    """Ingest the extract (or find it was ingested before): its result, without a batch, and
+    the new extract's id (None when nothing new was ingested)."""
+    previous = extracts.find(conn, feed_row.id, extract.sha256)
+    if previous is not None:
+        extract_order.check_same_file(
+            extract.path, extracts.ingested(previous), extracts.last(conn, feed_row.id), force=force
+        )
+        # Already ingested: nothing to diff, but unconfirmed patrons still go out.
+        already = RunResult(
+            feed.name,
+            extract.path,
+            extract.sha256,
+            previous.records,
+            Counts(),
+            None,
+            dry_run=not apply_it,
+            already_ingested_at=previous.ingested_at,
+        )
+        return already, None
+    done = ingest(
+        conn,
+        feed,
+        feed_row,
+        extract.path,
+        sha256=extract.sha256,
+        mtime=extract.mtime,
+        now=now,
+        force=force,
+        apply_it=apply_it,
+        progress=progress,
+        step=step,
+    )
+    return _result(feed, extract, done, dry_run=not apply_it), done.extract_id
+
+
+def build_delta(
+    conn: Connection,
+    feed: FeedConfig,
+    feed_id: int,
+    now: dt.datetime,
+    result: RunResult,
+    extract_id: int | None = None,
+) -> Built | None:
+    """Build the batch of every patron Alma has not confirmed, unless each of them already
+    waits, unread, in a batch of its own (then nothing is new to send)."""
+    rows = batches.pending(conn, feed_id)
+    waiting = batches.waiting(conn, feed_id)
+    if all((r.patron_id, r.version_id) in waiting for r in rows):
+        return None
+    departed = result.counts.departed - result.departed_without_record
+    built = build(conn, feed, feed_id, rows, now, result.counts, departed)
+    if extract_id is not None:
+        extracts.link(conn, extract_id, built.batch_id)
+    return built
+
+
+def _with_batch(result: RunResult, info: BatchInfo) -> RunResult:
+    counts = result.counts
+    departed = counts.departed - result.departed_without_record
+    sent_now = counts.new + counts.changed + counts.returned
+    carried = max(0, info.records - sent_now - departed)
+    return replace(result, batch=info, carried_over=carried)
+
+
+def _dry_run(
+    store: Store,
+    feed: FeedConfig,
+    extract: _Extract,
+    now: dt.datetime,
+    force: bool,
+    progress: Progress | None,
+    step: Checkpoint,
+) -> RunResult:
+    """Ingest in a transaction that is always rolled back: what a run would do."""
+    with store.read() as conn:
+        row = feeds.find_feed(conn, feed.name)
+    # The trial writes stored rows only when they must change before anything can be read:
+    # a snapshot to re-hash, an identifier index to build (then it takes the write lock).
+    write = row is not None and (
+        row.hash_recipe != _recipe(feed).fingerprint
+        or row.identifier_index != snap.IDENTIFIER_INDEX
+    )
+    with store.trial(write=write) as conn:
+        if row is None:
+            # A dry run of a feed that never ran creates nothing; this id is nobody's.
+            row = FeedRow(0, feed.name, _recipe(feed).fingerprint)
+        step("opened")
+        result, _none = _ingest_step(
+            conn, feed, row, extract, now, force, progress, step, apply_it=False
+        )
+        return result
 
 
 def baseline(
@@ -215,23 +336,39 @@ def baseline(
     """Adopt a feed whose patrons Alma already holds from full loads: ingest the extract
     and record every patron as confirmed, sending nothing. The next run sends only what
     changed since. Refused (GuardRefused) for a feed that already has a snapshot."""
-    job = _Run(
-        store,
-        feed,
-        extract_path.resolve(),
-        dry_run=False,
-        force=True,
-        now=now or dt.datetime.now(dt.UTC),
-        progress=progress,
-        checkpoint=lambda _step: None,
-        baseline=True,
-    )
+    moment = now or dt.datetime.now(dt.UTC)
 
     def work() -> RunResult:
-        with feed_lock(store, feed.name):
-            return _held_back_attention(job.execute())
+        extract = _Extract.at(extract_path)
+        with feed_lock(store, feed.name), store.begin() as conn:
+            feed_row = feeds.ensure_feed(conn, feed.name, str(feed.match_id), _recipe(feed), moment)
+            if snap.has_patrons(conn, feed_row.id):
+                raise GuardRefused(
+                    f"feed {feed.name!r} already has a snapshot; baseline adopts only a "
+                    "feed that has never run (configure a new feed to start over)"
+                )
+            if extracts.find(conn, feed_row.id, extract.sha256) is not None:
+                raise GuardRefused(
+                    f"{extract.path}: this extract was already ingested for feed "
+                    f"{feed.name!r}; baseline adopts a new extract"
+                )
+            done = ingest(
+                conn,
+                feed,
+                feed_row,
+                extract.path,
+                sha256=extract.sha256,
+                mtime=extract.mtime,
+                now=moment,
+                force=True,
+                apply_it=True,
+                progress=progress,
+            )
+            assert done.extract_id is not None
+            snap.adopt(conn, feed_row.id, done.extract_id, done.repaired)
+        return _held_back_attention(_result(feed, extract, done, dry_run=False))
 
-    return _logged(store, feed.name, "baseline", job.now, str(job.path), work)
+    return _logged(store, feed.name, "baseline", moment, str(extract_path.resolve()), work)
 
 
 def replay(
@@ -249,8 +386,8 @@ def replay(
     Records Alma rejected are included again (staff may have fixed the cause in Alma).
     """
     moment = now or dt.datetime.now(dt.UTC)
-    with store.begin() as conn:
-        row = snap.find_feed(conn, feed.name)
+    with store.read() as conn:
+        row = feeds.find_feed(conn, feed.name)
     if row is None:
         raise NotFound(f"feed {feed.name!r} has never run: nothing to replay")
     feed_id = row.id
@@ -276,30 +413,65 @@ def _replay_locked(
 ) -> RunResult:
     ledger = Ledger(store, config.alma, feed, feed_id, transport, jobs)
     info: BatchInfo | None = None
-    delta: outbox.DeltaFile | None = None
     try:
         ledger.reconcile(moment)
-        with store.begin() as conn:
+        with _outbox_file() as written, store.begin() as conn:
             # Staff asked for it: rejected records count as unsent again until Alma says more.
-            led.forget_rejections(conn, feed_id)
-            rows = led.pending(conn, feed_id, since_seq=since)
+            batches.forget_rejections(conn, feed_id)
+            rows = batches.pending(conn, feed_id, since_seq=since)
             if rows:
-                delta, info, _batch_id = _build_batch(
-                    conn, feed, feed_id, rows, moment, Counts(), 0
-                )
-                outbox.publish(delta)
-        delta = None  # committed: from here on the file belongs to the ledger
+                built = build(conn, feed, feed_id, rows, moment, Counts(), 0)
+                written.append(built.delta)
+                outbox.publish(built.delta)
+                info = built.info
         ledger.deliver(moment)
-    except BaseException:
-        if delta is not None:
-            outbox.discard(delta)
-        raise
     finally:
         ledger.close()
     result = RunResult(
         feed.name, Path(), "", 0, Counts(), info, carried_over=0 if info is None else info.records
     )
     return _with_report(result, ledger)
+
+
+def _pruned(
+    store: Store,
+    feed: FeedConfig,
+    feed_id: int,
+    now: dt.datetime,
+    ledger: Ledger,
+    result: RunResult,
+) -> RunResult:
+    """Apply the retention window after the run (``retention_days``; 0 keeps everything)."""
+    if not feed.retention_days:
+        return result
+    with store.begin() as conn:
+        pruned = retention.prune(conn, feed, feed_id, days=feed.retention_days, now=now)
+    # After a remote failure (already reported) the cleanup there waits a run.
+    remote = None if ledger.remote_failed else ledger.transport
+    pruned = retention.prune_files(store, feed, feed_id, pruned, remote)
+    return replace(result, pruned=pruned, attention=[*result.attention, *pruned.problems])
+
+
+def _result(feed: FeedConfig, extract: _Extract, done: Ingested, *, dry_run: bool) -> RunResult:
+    return RunResult(
+        feed.name,
+        extract.path,
+        extract.sha256,
+        done.records,
+        done.counts,
+        None,
+        held_back=done.held_back,
+        findings=done.findings,
+        dry_run=dry_run,
+        rehashed=done.rehashed,
+        departed_without_record=done.departed_without_record,
+        attention=list(done.notices),
+        fast=done.fast,
+    )
+
+
+def _recipe(feed: FeedConfig) -> Recipe:
+    return Recipe(feed.ignore)
 
 
 def _logged(
@@ -367,366 +539,3 @@ def _held_back_attention(result: RunResult) -> RunResult:
         "they go out with the first extract that passes"
     )
     return replace(result, attention=[notice, *result.attention])
-
-
-def _build_batch(
-    conn: Connection,
-    feed: FeedConfig,
-    feed_id: int,
-    rows: list[led.Pending],
-    now: dt.datetime,
-    counts: Counts,
-    departed_with_record: int,
-) -> tuple[outbox.DeltaFile, BatchInfo, int]:
-    """Write the delta file of ``rows`` (not yet published) and record its batch (and id)."""
-    seq = snap.next_batch_seq(conn, feed_id)
-    name = outbox.file_name(feed.name, seq, now)
-    delta = outbox.write(
-        feed.outbox,
-        name,
-        led.payloads(conn, [r.version_id for r in rows]),
-        total=len(rows),
-        records_per_part=feed.records_per_part,
-        created_at=now,
-    )
-    try:
-        batch_id = snap.record_batch(
-            conn,
-            {
-                "feed_id": feed_id,
-                "seq": seq,
-                "file_name": name,
-                "sha256": delta.sha256,
-                "size": delta.size,
-                "status": led.BUILT,
-                "created_at": now,
-                "records": delta.records,
-                "parts": delta.parts,
-                "new": counts.new,
-                "changed": counts.changed,
-                "returned": counts.returned,
-                "departed": departed_with_record,
-                "records_per_part": feed.records_per_part,
-            },
-        )
-        led.add_members(conn, batch_id, rows)
-        state = led.batch_by_seq(conn, feed_id, seq)
-        assert state is not None
-        led.note(conn, state, now, f"built: {delta.records} records in {delta.parts} part(s)")
-        if feed.delivery is None:
-            led.transition(
-                conn,
-                state,
-                led.CONFIRMED,
-                now,
-                "no delivery configured: taken as confirmed when written",
-            )
-    except BaseException:
-        outbox.discard(delta)
-        raise
-    info = BatchInfo(seq, delta.path, delta.records, delta.parts, delta.sha256)
-    return delta, info, batch_id
-
-
-class _Run:
-    def __init__(
-        self,
-        store: Store,
-        feed: FeedConfig,
-        path: Path,
-        *,
-        dry_run: bool,
-        force: bool,
-        now: dt.datetime,
-        progress: Progress | None,
-        checkpoint: Checkpoint,
-        baseline: bool = False,
-    ) -> None:
-        self.baseline = baseline
-        self.store = store
-        self.feed = feed
-        self.path = path
-        self.dry_run = dry_run
-        self.force = force
-        self.now = now
-        self.progress = progress
-        self.step = checkpoint
-        self.recipe = Recipe(feed.ignore)
-        self.delta: outbox.DeltaFile | None = None
-        self.feed_id = 0
-        self.fixes_before: str | None = None
-        self.repaired: set[str] = set()
-        self.notices: list[str] = []
-        """What a person should know about this ingest (run exits 4)."""
-        self.mtime = dt.datetime.min.replace(tzinfo=dt.UTC)
-        """The extract file's modification time (read with its SHA-256)."""
-
-    def discard_file(self) -> None:
-        if self.delta is not None:
-            outbox.discard(self.delta)
-
-    def execute(self) -> RunResult:
-        sha256 = sha256_of(self.path)
-        self.mtime = extract_order.modified_at(self.path)
-        with self._transaction() as conn:
-            if self.dry_run and snap.find_feed(conn, self.feed.name) is None:
-                # A dry run of a feed that never ran creates nothing; this id is nobody's.
-                feed_row = snap.FeedRow(0, self.feed.name, self.recipe.fingerprint)
-            else:
-                feed_row = snap.ensure_feed(
-                    conn, self.feed.name, str(self.feed.match_id), self.recipe, self.now
-                )
-            self.feed_id = feed_row.id
-            if self.baseline and snap.has_patrons(conn, feed_row.id):
-                raise GuardRefused(
-                    f"feed {self.feed.name!r} already has a snapshot; baseline adopts only a "
-                    "feed that has never run (configure a new feed to start over)"
-                )
-            orphans: list[Path] = []
-            if not self.dry_run:
-                known = snap.batch_file_names(conn, feed_row.id)
-                orphans = outbox.sweep(self.feed.outbox, self.feed.name, known)
-            self.step("opened")
-            previous = snap.find_extract(conn, feed_row.id, sha256)
-            if previous is not None and self.baseline:
-                raise GuardRefused(
-                    f"{self.path}: this extract was already ingested for feed "
-                    f"{self.feed.name!r}; baseline adopts a new extract"
-                )
-            last = snap.last_extract(conn, feed_row.id)
-            if previous is not None:
-                extract_order.check_same_file(
-                    self.path, snap.ingested(previous), last, force=self.force
-                )
-                # Already ingested: nothing to diff, but unconfirmed patrons still go out.
-                result = RunResult(
-                    self.feed.name,
-                    self.path,
-                    sha256,
-                    previous.records,
-                    Counts(),
-                    None,
-                    dry_run=self.dry_run,
-                    already_ingested_at=previous.ingested_at,
-                    orphans=orphans,
-                )
-                if self.dry_run:
-                    raise _DryRunDone(result)
-                departed_with_record = 0
-                extract_id = None
-            else:
-                extract_order.check_time(self.path, self.mtime, last, force=self.force)
-                result, extract_id, departed_with_record = self._ingest(
-                    conn, feed_row, sha256, orphans, last
-                )
-            self.step("applied")
-            if self.baseline:
-                assert extract_id is not None
-                snap.adopt(conn, feed_row.id, extract_id, self.repaired)
-                return result
-            rows = led.pending(conn, feed_row.id)
-            waiting = led.waiting(conn, feed_row.id)
-            batch: BatchInfo | None = None
-            if any((r.patron_id, r.version_id) not in waiting for r in rows):
-                self.delta, batch, batch_id = _build_batch(
-                    conn,
-                    self.feed,
-                    feed_row.id,
-                    rows,
-                    self.now,
-                    result.counts,
-                    departed_with_record,
-                )
-                self.step("batch-written")
-                if extract_id is not None:
-                    snap.link_extract(conn, extract_id, batch_id)
-                outbox.publish(self.delta)
-            self.step("published")
-        sent_now = result.counts.new + result.counts.changed + result.counts.returned
-        carried = 0 if batch is None else max(0, batch.records - sent_now - departed_with_record)
-        return replace(result, batch=batch, carried_over=carried)
-
-    def _transaction(self) -> contextlib.AbstractContextManager[Connection]:
-        if not self.dry_run:
-            return self.store.begin()
-        # A dry run must not hold SQLite's write lock while it reads the extract, or a run
-        # beside it would wait: it stages in a table of its own, and writes stored rows only
-        # when the snapshot must be re-hashed first (a changed ignore list).
-        with self.store.read() as conn:
-            row = snap.find_feed(conn, self.feed.name)
-        return self.store.trial(
-            write=row is not None and row.hash_recipe != self.recipe.fingerprint
-        )
-
-    def _ingest(
-        self,
-        conn: Connection,
-        feed_row: snap.FeedRow,
-        sha256: str,
-        orphans: list[Path],
-        last: extract_order.Ingested | None,
-    ) -> tuple[RunResult, int, int]:
-        """Diff the extract and make it the snapshot's desired state; no file is written."""
-        rehashed = snap.rehash(conn, feed_row, self.recipe)
-        self.fixes_before = feed_row.fixes
-        diff = Diff(snap.load_index(conn, feed_row.id))
-        stager = snap.Stager(conn, feed_row.id)
-        report = self._scan(diff, stager)
-        self.step("scanned")
-        # Digests depend on the recipe and the fixes: so does the content they sum up to.
-        fingerprint = diff.fingerprint.value(
-            f"{self.recipe.fingerprint};fixes={self.feed.checks.fixes}"
-        )
-        same = snap.extract_with_content(conn, feed_row.id, fingerprint)
-        extract_order.check_content(self.path, same, last, force=self.force)
-        stager.withdraw(diff.held_back_keys)
-        departures = [entry.patron_id for _key, entry in diff.departed()]
-        present_before = sum(1 for entry in diff.snapshot.values() if entry.present)
-        counts = diff.counts(departed=len(departures))
-        self._guard(counts, present_before)
-        without_record = self._stage_departures(conn, stager, departures)
-        stager.flush()
-        self.step("staged")
-        result = RunResult(
-            self.feed.name,
-            self.path,
-            sha256,
-            diff.records,
-            counts,
-            None,
-            held_back=diff.held_back,
-            findings=report,
-            dry_run=self.dry_run,
-            rehashed=rehashed,
-            departed_without_record=len(without_record),
-            orphans=orphans,
-            attention=list(self.notices),
-        )
-        if self.dry_run:
-            raise _DryRunDone(result)
-        extract_id = snap.record_extract(
-            conn,
-            feed_id=feed_row.id,
-            name=str(self.path),
-            sha256=sha256,
-            records=diff.records,
-            counts=counts,
-            now=self.now,
-            mtime=self.mtime,
-            fingerprint=fingerprint,
-        )
-        snap.apply(
-            conn,
-            feed_id=feed_row.id,
-            extract_id=extract_id,
-            now=self.now,
-            departed_without_record=without_record,
-            held_back=[
-                diff.snapshot[key].patron_id for key in diff.held_back_keys if key in diff.snapshot
-            ],
-        )
-        return result, extract_id, counts.departed - len(without_record)
-
-    def _scan(self, diff: Diff, stager: snap.Stager) -> Report:
-        """Check and classify every record, staging the ones to send; returns the findings."""
-        today = self.now.astimezone(self.feed.timezone).date()
-
-        def held_before(key: str) -> set[int]:
-            entry = diff.snapshot.get(key)
-            if entry is None:
-                return set()
-            try:
-                user = parse_payload(snap.current_payload(stager.conn, entry.patron_id))
-            except etree.XMLSyntaxError:
-                return set()  # a damaged stored record holds no identifier we can trust
-            return {value_hash(value) for _type, value in identifier_values(user)}
-
-        fixes = self.feed.checks.fixes
-        preflight = Preflight(
-            diff,
-            self.feed.checks,
-            self.feed.match_id,
-            self.recipe,
-            today,
-            held_before,
-            trust_snapshot=self.fixes_before == fixes,
-        )
-        if not self.dry_run:
-            snap.record_fixes(stager.conn, self.feed_id, fixes)
-        recipe = self.recipe
-
-        def stage(key: str, match_id: str, kind: Kind, digest: bytes, user: Any) -> None:
-            entry = diff.snapshot.get(key)
-            stager.add(
-                match_key=key,
-                match_id=match_id,
-                patron_id=None if entry is None else entry.patron_id,
-                kind=kind,
-                digest=digest,
-                payload=recipe.payload(user),
-                expiry_date=record_expiry(user),
-            )
-
-        preflight.scan(self.path, stage, progress=self.progress, encoding=self.feed.encoding)
-        self.repaired = preflight.repaired
-        return preflight.report
-
-    def _guard(self, counts: Counts, present_before: int) -> None:
-        if self.force or present_before == 0:
-            return
-        limits: list[tuple[str, int, Limit, str]] = [
-            ("max_departures", counts.departed, self.feed.departure.max_departures, "depart"),
-            ("max_changes", counts.changed, self.feed.departure.max_changes, "change"),
-        ]
-        for key, count, limit, verb in limits:
-            if count > limit.ceiling(present_before):
-                share = 100 * count / present_before
-                raise GuardRefused(
-                    f"{self.path}: {count} of {present_before} patrons would {verb} "
-                    f"({share:.1f}%), over {key} = {limit} for feed {self.feed.name!r}. "
-                    "Check the extract; if it is right, run again with --force"
-                )
-
-    def _stage_departures(self, conn: Any, stager: snap.Stager, patron_ids: list[int]) -> list[int]:
-        """Stage an expiration record per departure; returns the patrons that need none."""
-        policy = self.feed.departure
-        expiry = policy.policy_date(self.now, self.feed.timezone)
-        without_record: list[int] = []
-        for last in snap.last_sent(conn, patron_ids):
-            if not needs_expiration(last.expiry_date, expiry):
-                without_record.append(last.patron_id)
-                continue
-            base = self._readable_record(conn, last)
-            if base is None:
-                without_record.append(last.patron_id)
-                continue
-            user = expiration_record(base, policy, expiry)
-            stager.add(
-                match_key=last.match_key,
-                match_id=last.match_id,
-                patron_id=last.patron_id,
-                kind=Kind.DEPARTED,
-                digest=self.recipe.digest(user),
-                payload=self.recipe.payload(user),
-                expiry_date=expiry,
-            )
-        return without_record
-
-    def _readable_record(self, conn: Any, last: snap.LastSent) -> bytes | None:
-        """The payload to build ``last``'s expiration record from: the stored record, or when
-        it is damaged the newest earlier version that reads as this patron's; None if none."""
-        rule = self.feed.match_id
-        if is_record_of(last.payload, rule, last.match_key):
-            return last.payload
-        for payload in snap.earlier_payloads(conn, last.patron_id):
-            if is_record_of(payload, rule, last.match_key):
-                self.notices.append(
-                    f"{last.match_id}: the stored record is unreadable; the expiration record "
-                    "was built from an earlier version, which Alma gets in full (swap-all)"
-                )
-                return payload
-        self.notices.append(
-            f"{last.match_id}: the stored record is unreadable and no earlier version is: no "
-            "expiration record was sent; expire the patron in Alma by hand"
-        )
-        return None

@@ -21,12 +21,13 @@ from pathlib import Path
 
 from sqlalchemy import Connection
 
-from . import outbox, recovery
+from . import recovery
 from .alma_api import FAILED as RUN_FAILED
 from .alma_api import WITH_ERRORS, AlmaApiError, AlmaJobs
 from .config import AlmaApiConfig, FeedConfig
 from .delivery import HANDLED_SUFFIX, RemoteFile, Transport, open_transport, withdrawn_name
 from .delivery.fenced import FencedTransport
+from .delta import outbox
 from .errors import (
     ConfigError,
     DeliveryError,
@@ -35,8 +36,8 @@ from .errors import (
     NotFound,
     RemoteFileMissing,
 )
-from .store import Store
-from .store import ledger as led
+from .store import Store, batches
+from .store.tables import OPEN, BatchStatus
 
 MAX_WAITING_ZIPS = 20
 """Alma reads at most 20 zip files per run; never leave more waiting."""
@@ -93,7 +94,7 @@ class Ledger:
         if self.delivery is None or self.transport is None:
             return
         with self.store.begin() as conn:
-            open_batches = led.batches(conn, self.feed_id, led.OPEN)
+            open_batches = batches.listed(conn, self.feed_id, OPEN)
         if not open_batches:
             return
         try:
@@ -110,31 +111,33 @@ class Ledger:
         return {f.name: f for f in self.transport.list()}
 
     def _reconcile_one(
-        self, batch: led.BatchState, listing: dict[str, RemoteFile], now: dt.datetime
+        self, batch: batches.BatchState, listing: dict[str, RemoteFile], now: dt.datetime
     ) -> None:
         name = batch.file_name
         handled = name + HANDLED_SUFFIX in listing
         with self.store.begin() as conn:
-            if batch.status == led.BUILT and (name in listing or handled):
+            if batch.status == BatchStatus.BUILT and (name in listing or handled):
                 # Uploaded by a run that died before it could record the upload: that run
                 # built it, so its build time bounds the upload from below.
-                led.transition(
+                batches.transition(
                     conn,
                     batch,
-                    led.UPLOADED,
+                    BatchStatus.UPLOADED,
                     now,
                     "found on the server",
                     uploaded_at=batch.created_at,
                 )
                 batch = _refreshed(conn, self.feed_id, batch)
-            if batch.status == led.UPLOADED:
+            if batch.status == BatchStatus.UPLOADED:
                 if handled:
-                    led.transition(conn, batch, led.PICKED_UP, now, "renamed .handled by Alma")
+                    batches.transition(
+                        conn, batch, BatchStatus.PICKED_UP, now, "renamed .handled by Alma"
+                    )
                     self.report.events.append(f"batch {batch.seq} picked up by Alma")
                     batch = _refreshed(conn, self.feed_id, batch)
                 elif name not in listing:
                     message = "vanished from remote_dir without being handled"
-                    led.transition(conn, batch, led.FAILED, now, message)
+                    batches.transition(conn, batch, BatchStatus.FAILED, now, message)
                     self.report.attention.append(f"batch {batch.seq} failed: {message}")
                     return
                 elif batch.uploaded_at and now - batch.uploaded_at > self._timeout():
@@ -143,11 +146,11 @@ class Ledger:
                         f"{batch.uploaded_at:%Y-%m-%d %H:%M}Z (pickup_timeout "
                         f"{self._timeout()}): is the SIS job scheduled?"
                     )
-            if batch.status == led.PICKED_UP:
+            if batch.status == BatchStatus.PICKED_UP:
                 self._confirm_picked_up(conn, batch, now)
                 batch = _refreshed(conn, self.feed_id, batch)
             if (
-                batch.status == led.PICKED_UP
+                batch.status == BatchStatus.PICKED_UP
                 and batch.picked_up_at
                 and now - batch.picked_up_at > self._timeout()
             ):
@@ -165,10 +168,12 @@ class Ledger:
         assert self.delivery is not None
         return self.delivery.pickup_timeout
 
-    def _confirm_picked_up(self, conn: Connection, batch: led.BatchState, now: dt.datetime) -> None:
+    def _confirm_picked_up(
+        self, conn: Connection, batch: batches.BatchState, now: dt.datetime
+    ) -> None:
         assert self.delivery is not None
         if self.delivery.confirm == "pickup":
-            led.transition(conn, batch, led.CONFIRMED, now, "confirmed by pickup")
+            batches.transition(conn, batch, BatchStatus.CONFIRMED, now, "confirmed by pickup")
             return
         if self.delivery.confirm == "manual":
             return
@@ -176,10 +181,12 @@ class Ledger:
         try:
             self._confirm_from_job(conn, batch, now)
         except AlmaApiError as exc:
-            led.attempt_failed(conn, batch, now, str(exc))
+            batches.attempt_failed(conn, batch, now, str(exc))
             self.report.attention.append(f"batch {batch.seq}: {exc}")
 
-    def _confirm_from_job(self, conn: Connection, batch: led.BatchState, now: dt.datetime) -> None:
+    def _confirm_from_job(
+        self, conn: Connection, batch: batches.BatchState, now: dt.datetime
+    ) -> None:
         assert self.jobs is not None
         since = batch.uploaded_at or batch.created_at
         # The run that picked the file up is the first one after the upload that took files:
@@ -200,7 +207,7 @@ class Ledger:
         counters = json.dumps(run.counters, sort_keys=True)
         detail = f"Alma job run {run.id}: {run.status}; counters {counters}"
         if run.status in RUN_FAILED:
-            led.transition(conn, batch, led.FAILED, now, detail, job_instance=run.id)
+            batches.transition(conn, batch, BatchStatus.FAILED, now, detail, job_instance=run.id)
             self.report.attention.append(f"batch {batch.seq} failed: {detail}")
             return
         if run.status in WITH_ERRORS:
@@ -208,22 +215,24 @@ class Ledger:
             if found.file_errors:
                 # A file rejected whole (unreadable, bad XML) loaded nobody: send again.
                 detail += f"; file rejected: {'; '.join(found.file_errors)}"
-                led.transition(conn, batch, led.FAILED, now, detail, job_instance=run.id)
+                batches.transition(
+                    conn, batch, BatchStatus.FAILED, now, detail, job_instance=run.id
+                )
                 self.report.attention.append(f"batch {batch.seq} failed: {detail}")
                 return
-            carried = led.members(conn, batch)
+            carried = batches.members(conn, batch)
             reasons = {
                 carried[self.feed.match_id.key(user)]: reason
                 for user, reason in found.rejected_users.items()
                 if self.feed.match_id.key(user) in carried
             }
-            led.reject(conn, batch, reasons)
+            batches.reject(conn, batch, reasons)
             if reasons:
                 detail += f"; {len(reasons)} patrons rejected"
                 self.report.attention.append(
                     f"batch {batch.seq}: Alma rejected {len(reasons)} patrons"
                 )
-        led.transition(conn, batch, led.CONFIRMED, now, detail, job_instance=run.id)
+        batches.transition(conn, batch, BatchStatus.CONFIRMED, now, detail, job_instance=run.id)
 
     # -- deliver -----------------------------------------------------------------------------
 
@@ -232,8 +241,8 @@ class Ledger:
         if self.delivery is None or self.transport is None:
             return
         with self.store.begin() as conn:
-            built = led.batches(conn, self.feed_id, [led.BUILT])
-            uploaded = led.batches(conn, self.feed_id, [led.UPLOADED])
+            built = batches.listed(conn, self.feed_id, [BatchStatus.BUILT])
+            uploaded = batches.listed(conn, self.feed_id, [BatchStatus.UPLOADED])
         if not built:
             return
         newest = built[-1]
@@ -248,7 +257,7 @@ class Ledger:
             self._failed_attempt(newest, now, str(exc))
             return
         with self.store.begin() as conn:
-            known = {b.file_name for b in led.batches(conn, self.feed_id)}
+            known = {b.file_name for b in batches.listed(conn, self.feed_id)}
         # A batch staff failed while its file was still unread, any other leftover, and files
         # of ours the ledger does not know (a store restored from a backup): never leave one
         # beside the new batch.
@@ -287,27 +296,27 @@ class Ledger:
             self._failed_attempt(newest, now, str(exc))
             return
         with self.store.begin() as conn:
-            led.transition(
+            batches.transition(
                 conn,
                 newest,
-                led.UPLOADED,
+                BatchStatus.UPLOADED,
                 now,
                 f"uploaded to {self.transport.describe()} ({remote.size} bytes)",
             )
         self.report.events.append(f"batch {newest.seq} uploaded")
 
-    def _took_back_unknown(self, name: str, newest: led.BatchState, now: dt.datetime) -> None:
+    def _took_back_unknown(self, name: str, newest: batches.BatchState, now: dt.datetime) -> None:
         message = (
             f"took back {name} from remote_dir as {withdrawn_name(name)}: the ledger does not "
             "know it (was the store restored from a backup?), and Alma must not read it beside "
             f"batch {newest.seq}"
         )
         with self.store.begin() as conn:
-            led.note(conn, newest, now, message)
+            batches.note(conn, newest, now, message)
         self.report.events.append(f"took back unknown file {name}")
         self.report.attention.append(message)
 
-    def _checked_file(self, batch: led.BatchState, now: dt.datetime) -> Path | None:
+    def _checked_file(self, batch: batches.BatchState, now: dt.datetime) -> Path | None:
         """The batch's outbox file, as the ledger's SHA-256 says it was built: rebuilt from the
         store when it is missing or differs; None (the batch failed) when it cannot be."""
         local = self.feed.outbox / batch.file_name
@@ -320,16 +329,18 @@ class Ledger:
             # Its patrons are pending again once it has failed: the next run sends them.
             message = f"{local}: {problem}, and it cannot be rebuilt: {exc}"
             with self.store.begin() as conn:
-                led.transition(conn, batch, led.FAILED, now, message)
+                batches.transition(conn, batch, BatchStatus.FAILED, now, message)
             self.report.attention.append(f"batch {batch.seq} failed: {message}")
             return None
         message = f"{problem}: rebuilt it from the store before the upload"
         with self.store.begin() as conn:
-            led.note(conn, batch, now, f"{local}: {message}")
+            batches.note(conn, batch, now, f"{local}: {message}")
         self.report.events.append(f"batch {batch.seq}: {message}")
         return local
 
-    def _take_back(self, waiting: led.BatchState, newest: led.BatchState, now: dt.datetime) -> bool:
+    def _take_back(
+        self, waiting: batches.BatchState, newest: batches.BatchState, now: dt.datetime
+    ) -> bool:
         assert self.transport is not None
         try:
             try:
@@ -338,11 +349,11 @@ class Ledger:
                 # Never uploaded, taken by Alma meanwhile, or vanished: reconcile decides.
                 self._reconcile_one(waiting, self._listing(), now)
                 with self.store.begin() as conn:
-                    if _refreshed(conn, self.feed_id, waiting).status == led.BUILT:
-                        led.transition(
+                    if _refreshed(conn, self.feed_id, waiting).status == BatchStatus.BUILT:
+                        batches.transition(
                             conn,
                             waiting,
-                            led.SUPERSEDED,
+                            BatchStatus.SUPERSEDED,
                             now,
                             f"replaced by batch {newest.seq} before delivery",
                         )
@@ -351,25 +362,25 @@ class Ledger:
             self._failed_attempt(newest, now, f"cannot take back batch {waiting.seq}: {exc}")
             return False
         with self.store.begin() as conn:
-            led.transition(
+            batches.transition(
                 conn,
                 waiting,
-                led.SUPERSEDED,
+                BatchStatus.SUPERSEDED,
                 now,
                 f"taken back unread; its patrons go in batch {newest.seq}",
             )
         self.report.events.append(f"batch {waiting.seq} taken back")
         return True
 
-    def _failed_attempt(self, batch: led.BatchState, now: dt.datetime, error: str) -> None:
+    def _failed_attempt(self, batch: batches.BatchState, now: dt.datetime, error: str) -> None:
         self.remote_failed = True  # mostly a remote error; at worst retention waits a run
         with self.store.begin() as conn:
-            led.attempt_failed(conn, batch, now, error)
+            batches.attempt_failed(conn, batch, now, error)
         self.report.attention.append(f"batch {batch.seq} not delivered: {error}")
 
 
-def _refreshed(conn: Connection, feed_id: int, batch: led.BatchState) -> led.BatchState:
-    fresh = led.batch_by_seq(conn, feed_id, batch.seq)
+def _refreshed(conn: Connection, feed_id: int, batch: batches.BatchState) -> batches.BatchState:
+    fresh = batches.batch_by_seq(conn, feed_id, batch.seq)
     assert fresh is not None
     return fresh
 
@@ -377,27 +388,27 @@ def _refreshed(conn: Connection, feed_id: int, batch: led.BatchState) -> led.Bat
 # -- staff decisions (confirm = "manual", or corrections in any mode) -----------------------
 
 
-def _open_batch(store: Store, feed: FeedConfig, seq: int) -> tuple[int, led.BatchState]:
+def _open_batch(store: Store, feed: FeedConfig, seq: int) -> tuple[int, batches.BatchState]:
     with store.begin() as conn:
-        return led.find_batch(conn, feed.name, seq)
+        return batches.find_batch(conn, feed.name, seq)
 
 
 def confirm(store: Store, feed: FeedConfig, seq: int, now: dt.datetime) -> None:
     """Staff say Alma loaded batch ``seq``."""
     _feed_id, batch = _open_batch(store, feed, seq)
-    if batch.status not in (led.UPLOADED, led.PICKED_UP, led.BUILT):
+    if batch.status not in (BatchStatus.UPLOADED, BatchStatus.PICKED_UP, BatchStatus.BUILT):
         raise NotFound(f"batch {seq} is {batch.status}; only an open batch can be confirmed")
     with store.begin() as conn:
-        led.transition(conn, batch, led.CONFIRMED, now, "confirmed by staff")
+        batches.transition(conn, batch, BatchStatus.CONFIRMED, now, "confirmed by staff")
 
 
 def fail(store: Store, feed: FeedConfig, seq: int, reason: str, now: dt.datetime) -> None:
     """Staff say Alma did not load batch ``seq``: its patrons go out again."""
     _feed_id, batch = _open_batch(store, feed, seq)
-    if batch.status not in led.OPEN:
+    if batch.status not in OPEN:
         raise NotFound(f"batch {seq} is {batch.status}; only an open batch can fail")
     with store.begin() as conn:
-        led.transition(conn, batch, led.FAILED, now, f"failed by staff: {reason}")
+        batches.transition(conn, batch, BatchStatus.FAILED, now, f"failed by staff: {reason}")
 
 
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f]")
@@ -426,7 +437,12 @@ def read_ids(path: Path) -> list[str]:
     return ids
 
 
-READ_BY_ALMA = (led.BUILT, led.UPLOADED, led.PICKED_UP, led.CONFIRMED)
+READ_BY_ALMA = (
+    BatchStatus.BUILT,
+    BatchStatus.UPLOADED,
+    BatchStatus.PICKED_UP,
+    BatchStatus.CONFIRMED,
+)
 """The states of a batch whose file Alma may have loaded: confirmed (in pickup mode too), and
 built (a run that died after the upload could not record it; the next reconcile will)."""
 
@@ -445,13 +461,13 @@ def reject(
         )
     ids = read_ids(ids_file)
     with store.begin() as conn:
-        carried = led.members(conn, batch)
+        carried = batches.members(conn, batch)
         reasons = {
             carried[feed.match_id.key(i)]: f"rejected by Alma (recorded by staff, {ids_file.name})"
             for i in ids
             if feed.match_id.key(i) in carried
         }
-        led.reject(conn, batch, reasons)
-        led.note(conn, batch, now, f"{len(reasons)} patrons rejected by Alma (from staff)")
+        batches.reject(conn, batch, reasons)
+        batches.note(conn, batch, now, f"{len(reasons)} patrons rejected by Alma (from staff)")
     unknown = [i for i in ids if feed.match_id.key(i) not in carried]
     return len(reasons), unknown

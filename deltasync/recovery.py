@@ -14,13 +14,13 @@ from pathlib import Path
 
 from sqlalchemy import Connection, select, update
 
-from . import outbox
 from .config import FeedConfig
+from .delta import outbox
 from .errors import DeltasyncError
-from .store import Store
-from .store import ledger as led
+from .store import Store, batches, feeds
 from .store import snapshot as snap
 from .store.lock import feed_lock
+from .store.tables import batch_t, member_t, patron_t
 
 CHUNK = 1000
 
@@ -47,7 +47,7 @@ def rebuild_batch(store: Store, feed: FeedConfig, seq: int, folder: Path | None 
     """
     target = folder or feed.outbox
     with store.read() as conn:
-        _feed_id, batch = led.find_batch(conn, feed.name, seq)
+        _feed_id, batch = batches.find_batch(conn, feed.name, seq)
         if os.path.lexists(target / batch.file_name):
             raise RebuildError(
                 f"{target / batch.file_name} exists; move it away first (deltasync never "
@@ -64,7 +64,7 @@ def restore_outbox_file(store: Store, feed: FeedConfig, seq: int) -> Rebuilt:
     The damaged file is removed only once the rebuild has matched the ledger's SHA-256.
     """
     with store.read() as conn:
-        _feed_id, batch = led.find_batch(conn, feed.name, seq)
+        _feed_id, batch = batches.find_batch(conn, feed.name, seq)
         delta = _write_again(conn, feed, batch, feed.outbox)
     try:
         delta.path.unlink(missing_ok=True)
@@ -76,10 +76,10 @@ def restore_outbox_file(store: Store, feed: FeedConfig, seq: int) -> Rebuilt:
 
 
 def _write_again(
-    conn: Connection, feed: FeedConfig, batch: led.BatchState, target: Path
+    conn: Connection, feed: FeedConfig, batch: batches.BatchState, target: Path
 ) -> outbox.DeltaFile:
     """Batch's file, written again under a temporary name in ``target`` and checked."""
-    row = conn.execute(select(snap.batch_t).where(snap.batch_t.c.id == batch.id)).one()
+    row = conn.execute(select(batch_t).where(batch_t.c.id == batch.id)).one()
     versions = _members(conn, batch.id)
     if len(versions) != row.records:
         raise RebuildError(
@@ -94,12 +94,12 @@ def _write_again(
         delta = outbox.write(
             target,
             row.file_name,
-            led.payloads(conn, versions),
+            batches.payloads(conn, versions),
             total=len(versions),
             records_per_part=per_part,
             created_at=row.created_at,
         )
-    except led.RecordPruned as exc:
+    except batches.RecordPruned as exc:
         raise RebuildError(
             f"batch {batch.seq}: a record it carried was pruned by retention "
             "(retention_days); the file cannot be re-created"
@@ -116,10 +116,10 @@ def _write_again(
 
 def _members(conn: Connection, batch_id: int) -> list[int]:
     """The version ids a batch carried, in the order the file holds them (by match key)."""
-    m, p = led.member_t.c, snap.patron_t.c
+    m, p = member_t.c, patron_t.c
     rows = conn.execute(
         select(m.version_id)
-        .join(snap.patron_t, p.id == m.patron_id)
+        .join(patron_t, p.id == m.patron_id)
         .where(m.batch_id == batch_id)
         .order_by(p.match_key)
     )
@@ -129,14 +129,14 @@ def _members(conn: Connection, batch_id: int) -> list[int]:
 def resend(store: Store, feed: FeedConfig, match_ids: list[str]) -> tuple[list[str], list[str]]:
     """Put these patrons into the next delta (their current record, in full), as if Alma
     had never confirmed it; returns (marked, unknown). Clears a rejection too."""
-    p = snap.patron_t.c
+    p = patron_t.c
     marked: list[str] = []
     unknown: list[str] = []
     with feed_lock(store, feed.name), store.begin() as conn:
-        feed_row = snap.find_feed(conn, feed.name)
+        feed_row = feeds.find_feed(conn, feed.name)
         # Batches built so far cannot confirm these patrons again, or hide them as in flight:
         # only a batch built after the resend carries what staff asked for.
-        latest = 0 if feed_row is None else snap.next_batch_seq(conn, feed_row.id) - 1
+        latest = 0 if feed_row is None else batches.next_seq(conn, feed_row.id) - 1
         for match_id in dict.fromkeys(m.strip() for m in match_ids if m.strip()):
             key = feed.match_id.key(match_id)
             found = None if feed_row is None else snap.find_patron(conn, feed_row.id, key)
@@ -144,7 +144,7 @@ def resend(store: Store, feed: FeedConfig, match_ids: list[str]) -> tuple[list[s
                 unknown.append(match_id)
                 continue
             conn.execute(
-                update(snap.patron_t)
+                update(patron_t)
                 .where(p.id == found)
                 .values(
                     confirmed_digest=None,

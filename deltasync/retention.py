@@ -24,19 +24,26 @@ from pathlib import Path
 from lxml import etree
 from sqlalchemy import Connection, and_, delete, exists, func, select, update
 
-from . import outbox
-from .canonical import parse_payload
 from .config import FeedConfig
 from .delivery import Transport, hidden_original, open_transport
-from .departure import parse_alma_date
+from .delta import outbox
 from .errors import DeltasyncError
-from .store import Store, runs
-from .store import ledger as led
-from .store import snapshot as snap
+from .store import Store, feeds, runs
 from .store.lock import feed_lock
+from .store.tables import (
+    OPEN,
+    BatchStatus,
+    PatronState,
+    batch_t,
+    identifier_t,
+    member_t,
+    patron_t,
+    version_t,
+)
+from .userxml import parse_alma_date, parse_payload
 
 CHUNK = 1000
-RESOLVED = (led.CONFIRMED, led.FAILED, led.SUPERSEDED)
+RESOLVED = (BatchStatus.CONFIRMED, BatchStatus.FAILED, BatchStatus.SUPERSEDED)
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ def prune_feed(
     of its own, then the files. ``transport`` replaces the one the feed describes (tests)."""
     with feed_lock(store, feed.name):
         with store.begin() as conn:
-            row = snap.find_feed(conn, feed.name)
+            row = feeds.find_feed(conn, feed.name)
             if row is None:
                 return Pruned(now - dt.timedelta(days=days), 0, 0)
             pruned = prune(conn, feed, row.id, days=days, now=now)
@@ -91,7 +98,7 @@ def prune_files(
     Call it after the store's prune committed. A file that cannot be deleted is reported in
     ``problems``, never raised: the prune itself has succeeded.
     """
-    b = snap.batch_t.c
+    b = batch_t.c
     with store.begin() as conn:
         expired = set(
             conn.execute(
@@ -158,17 +165,17 @@ def prune(
 ) -> Pruned:
     """Apply the retention window of ``days`` to one feed, inside the caller's transaction."""
     cutoff = now - dt.timedelta(days=days)
-    v, p, m, b = snap.version_t.c, snap.patron_t.c, led.member_t.c, snap.batch_t.c
+    v, p, m, b = version_t.c, patron_t.c, member_t.c, batch_t.c
     in_flight = exists(
         select(m.id)
-        .join(snap.batch_t, b.id == m.batch_id)
-        .where(m.version_id == v.id, b.status.in_(led.OPEN))
+        .join(batch_t, b.id == m.batch_id)
+        .where(m.version_id == v.id, b.status.in_(OPEN))
     )
     current = select(p.current_version_id).where(
         p.feed_id == feed_id, p.current_version_id.is_not(None)
     )
     pruned = conn.execute(
-        update(snap.version_t)
+        update(version_t)
         .where(
             v.payload.is_not(None),
             v.last_seen < cutoff,
@@ -185,18 +192,18 @@ def prune(
 
 
 def _forget_purged(conn: Connection, feed_id: int, today: dt.date) -> int:
-    v, p, m, b = snap.version_t.c, snap.patron_t.c, led.member_t.c, snap.batch_t.c
+    v, p, m, b = version_t.c, patron_t.c, member_t.c, batch_t.c
     in_flight = exists(
         select(m.id)
-        .join(snap.batch_t, b.id == m.batch_id)
-        .where(m.patron_id == p.id, b.status.in_(led.OPEN))
+        .join(batch_t, b.id == m.batch_id)
+        .where(m.patron_id == p.id, b.status.in_(OPEN))
     )
     candidates = conn.execute(
         select(p.id, v.payload)
-        .join(snap.version_t, v.id == p.current_version_id)
+        .join(version_t, v.id == p.current_version_id)
         .where(
             p.feed_id == feed_id,
-            p.state == snap.DEPARTED,
+            p.state == PatronState.DEPARTED,
             and_(p.confirmed_digest.is_not(None), p.confirmed_digest == p.digest),
             ~in_flight,
         )
@@ -212,7 +219,8 @@ def _forget_purged(conn: Connection, feed_id: int, today: dt.date) -> int:
             purged.append(int(patron_id))
     for start in range(0, len(purged), CHUNK):
         chunk = purged[start : start + CHUNK]
-        conn.execute(delete(led.member_t).where(m.patron_id.in_(chunk)))
-        conn.execute(delete(snap.version_t).where(v.patron_id.in_(chunk)))
-        conn.execute(delete(snap.patron_t).where(p.id.in_(chunk)))
+        conn.execute(delete(member_t).where(m.patron_id.in_(chunk)))
+        conn.execute(delete(identifier_t).where(identifier_t.c.patron_id.in_(chunk)))
+        conn.execute(delete(version_t).where(v.patron_id.in_(chunk)))
+        conn.execute(delete(patron_t).where(p.id.in_(chunk)))
     return len(purged)

@@ -17,7 +17,7 @@ import pytest
 from helpers import dump_store, invoke, run_json
 
 from deltasync.errors import ExtractError
-from deltasync.extract import read_records
+from deltasync.source.fullparse import read_records
 
 GOOD = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<users>\n'
@@ -175,7 +175,7 @@ PROBE = """
 import resource, sys
 from pathlib import Path
 from deltasync.errors import ExtractError
-from deltasync.extract import read_records
+from deltasync.source.fullparse import read_records
 try:
     count = sum(1 for _ in read_records(Path(sys.argv[1])))
     code = "ok"

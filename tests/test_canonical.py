@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from lxml import etree
 
-from deltasync.canonical import Recipe, parse_payload, strip_formatting
+from deltasync.canonical import Recipe
+from deltasync.userxml import parse_payload, strip_formatting
 
 RECORD = """<user>
   <primary_id>S1</primary_id>

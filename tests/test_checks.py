@@ -437,7 +437,7 @@ def test_a_user_nested_in_a_record_is_part_of_it(tmp_path: Path) -> None:
         "</user_identifiers><user_notes><user_note><note_text>x</note_text>"
         "<user><primary_id>Q</primary_id></user></user_note></user_notes>",
     )
-    from deltasync.extract import read_records
+    from deltasync.source.fullparse import read_records
 
     path = write(tmp_path, "n.xml", users(nested, record("B")))
     assert [r.element.findtext("primary_id") for r in read_records(path)] == ["A", "B"]

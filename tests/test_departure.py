@@ -6,13 +6,10 @@ import datetime as dt
 
 from lxml import etree
 
-from deltasync.canonical import Recipe, strip_formatting
+from deltasync.canonical import Recipe
 from deltasync.config import DepartureConfig
-from deltasync.departure import (
-    expiration_record,
-    needs_expiration,
-    parse_alma_date,
-)
+from deltasync.delta.departure import expiration_record, needs_expiration
+from deltasync.userxml import parse_alma_date, strip_formatting
 
 LAST_SENT = Recipe().payload(
     strip_formatting(

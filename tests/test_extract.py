@@ -12,7 +12,7 @@ import generate_extract
 import pytest
 
 from deltasync.errors import ExtractError
-from deltasync.extract import read_records
+from deltasync.source.fullparse import read_records
 
 SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 """Real files from public repositories, kept in the repository so the test runs on any clone."""
@@ -107,7 +107,7 @@ def test_memory_stays_flat_as_the_extract_grows(tmp_path: Path) -> None:
     probe = (
         "import resource, sys\n"
         "from pathlib import Path\n"
-        "from deltasync.extract import read_records\n"
+        "from deltasync.source.fullparse import read_records\n"
         "count = sum(1 for _ in read_records(Path(sys.argv[1])))\n"
         "print(count, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     )

@@ -214,7 +214,7 @@ def test_killed_run_leaves_a_consistent_store(
 def test_extract_errors_name_file_and_position(tmp_path: Path) -> None:
     bad = tmp_path / "bad.xml"
     bad.write_text("<users>\n  <user>\n    <primary_id>A&B</primary_id>\n  </user>\n</users>\n")
-    from deltasync.extract import read_records
+    from deltasync.source.fullparse import read_records
 
     with pytest.raises(ExtractError, match=rf"^{bad}: line 3, column \d+: "):
         list(read_records(bad))

@@ -12,8 +12,8 @@ import pytest
 from helpers import invoke, read_delta
 from world import API_KEY, World
 
-from deltasync.store import ledger as led
-from deltasync.store import snapshot as snap
+from deltasync.store import batches, feeds
+from deltasync.store.tables import BatchStatus, patron_t
 
 
 @pytest.fixture
@@ -35,9 +35,9 @@ def world_factory(
 
 def statuses(world: World) -> dict[int, str]:
     with world.store.begin() as conn:
-        row = snap.find_feed(conn, "patrons")
+        row = feeds.find_feed(conn, "patrons")
         assert row is not None
-        return {b.seq: b.status for b in led.batches(conn, row.id)}
+        return {b.seq: b.status for b in batches.listed(conn, row.id)}
 
 
 def test_pickup_confirms_and_the_next_delta_holds_only_new_changes(
@@ -51,7 +51,7 @@ def test_pickup_confirms_and_the_next_delta_holds_only_new_changes(
     assert world.mismatches(0) == []
 
     second = world.run(1)
-    assert statuses(world)[1] == led.CONFIRMED
+    assert statuses(world)[1] == BatchStatus.CONFIRMED
     truth = generate_extract.truth(patrons=world.patrons, day=1)
     expected = set(truth["new"]) | set(truth["changed"]) | set(truth["departed"])
     assert second.batch is not None and second.carried_over == 0
@@ -67,7 +67,7 @@ def test_a_batch_alma_has_not_read_is_taken_back_and_folded_in(
     world = world_factory()
     world.run(0)
     world.run(1)  # Alma did not run in between
-    assert statuses(world) == {1: led.SUPERSEDED, 2: led.UPLOADED}
+    assert statuses(world) == {1: BatchStatus.SUPERSEDED, 2: BatchStatus.UPLOADED}
     names = sorted(p.name for p in world.remote.iterdir())
     assert names[0].startswith(".patrons_000001_") and names[0].endswith(".withdrawn")
     assert names[1].startswith("patrons_000002_") and names[1].endswith(".zip")
@@ -85,7 +85,7 @@ def test_a_batch_alma_has_not_read_is_taken_back_and_folded_in(
     )
     world.run(1, hours=2)  # reconcile: batch 2 confirmed
     versions = audit.history(world.store, world.feed, first_patron)
-    assert versions[0].carried_by == [(1, led.SUPERSEDED), (2, led.CONFIRMED)]
+    assert versions[0].carried_by == [(1, BatchStatus.SUPERSEDED), (2, BatchStatus.CONFIRMED)]
 
 
 def test_a_file_that_vanished_fails_and_its_patrons_go_again(
@@ -96,7 +96,7 @@ def test_a_file_that_vanished_fails_and_its_patrons_go_again(
     assert first.batch is not None
     (world.remote / first.batch.file.name).unlink()  # the SFTP server expired it
     second = world.run(1)
-    assert statuses(world)[1] == led.FAILED
+    assert statuses(world)[1] == BatchStatus.FAILED
     assert any("vanished from remote_dir" in reason for reason in second.attention)
     assert second.batch is not None
     assert second.batch.records >= world.patrons  # everybody: nothing was ever confirmed
@@ -109,12 +109,12 @@ def test_failed_and_aborted_jobs_are_caught_up(world_factory: Callable[..., Worl
     world.run(0)
     world.alma_runs(0, outcome="aborted")  # renamed .handled, nothing loaded
     second = world.run(1)
-    assert statuses(world)[1] == led.FAILED
+    assert statuses(world)[1] == BatchStatus.FAILED
     assert any("ABORTED_BY_SYSTEM" in reason for reason in second.attention)
     world.alma_runs(1, outcome="failed")  # nothing picked up
     world.alma_runs(1, hours=8)
     world.run(2)
-    assert statuses(world)[2] == led.CONFIRMED
+    assert statuses(world)[2] == BatchStatus.CONFIRMED
     world.alma_runs(2)
     assert world.mismatches(2) == []
 
@@ -130,12 +130,10 @@ def test_alma_rejections_are_not_resent_until_the_record_changes(
     world.alma_runs(0)
     world.run(1)
     with world.store.begin() as conn:
-        row = snap.find_feed(conn, "patrons")
+        row = feeds.find_feed(conn, "patrons")
         assert row is not None
         reason = (
-            conn.execute(
-                snap.patron_t.select().where(snap.patron_t.c.match_key == internal.lower())
-            )
+            conn.execute(patron_t.select().where(patron_t.c.match_key == internal.lower()))
             .one()
             .rejected_reason
         )
@@ -151,13 +149,13 @@ def test_upload_failure_keeps_the_batch_and_the_next_run_delivers_it(
     world.remote.rmdir()
     world.remote.write_text("not a folder")  # the mount is broken
     first = world.run(0)
-    assert statuses(world) == {1: led.BUILT}
+    assert statuses(world) == {1: BatchStatus.BUILT}
     assert any("not delivered" in reason for reason in first.attention)
     world.remote.unlink()
     world.remote.mkdir()
     again = world.run(0, hours=1)  # the same extract: no new changes, but batch 1 goes out
     assert again.already_ingested_at is not None
-    assert statuses(world) == {1: led.UPLOADED}
+    assert statuses(world) == {1: BatchStatus.UPLOADED}
     world.alma_runs(0)
     assert world.mismatches(0) == []
 
@@ -179,7 +177,7 @@ def test_cli_exit_4_status_and_manual_decisions(
     waiting = invoke(config, "run", str(world.extract(0)))
     assert waiting.exit_code == 0, waiting.output
     status = json.loads(invoke(config, "status", "--json").stdout)
-    assert [b["status"] for b in status["pending_batches"]] == [led.PICKED_UP]
+    assert [b["status"] for b in status["pending_batches"]] == [BatchStatus.PICKED_UP]
     assert status["awaiting_confirmation"] == world.patrons
 
     rejected = tmp_path / "rejected.txt"
@@ -268,7 +266,7 @@ def test_a_rejection_recorded_after_confirmation_is_not_counted_as_held(
     world.run(0)
     world.alma_runs(0)
     world.run(0, hours=7)
-    assert statuses(world)[1] == led.CONFIRMED
+    assert statuses(world)[1] == BatchStatus.CONFIRMED
     rejected = generate_extract.truth(patrons=world.patrons, day=0)["new"][5]
     ids = tmp_path / "rejected.txt"
     ids.write_text(rejected + "\n")
@@ -286,7 +284,7 @@ def test_a_file_alma_rejects_whole_fails_its_batch(world_factory: Callable[..., 
     world.alma.max_parts_per_zip = 0  # this run refuses every zip as a whole
     world.alma_runs(0)
     second = world.run(1)
-    assert statuses(world)[1] == led.FAILED
+    assert statuses(world)[1] == BatchStatus.FAILED
     assert any("file rejected" in reason for reason in second.attention)
     world.alma.max_parts_per_zip = 50
     world.alma_runs(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deltasync import outbox
+from deltasync.delta import outbox
 from deltasync.errors import OutboxError
 
 WHEN = dt.datetime(2027, 1, 4, 6, 30, 5, tzinfo=dt.UTC)

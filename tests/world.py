@@ -13,12 +13,12 @@ from lxml import etree
 
 from deltasync import job
 from deltasync.alma_api import AlmaJobs
-from deltasync.canonical import Recipe, strip_formatting
+from deltasync.canonical import Recipe
 from deltasync.config import Config, FeedConfig, parse
 from deltasync.delivery import Transport
-from deltasync.departure import parse_alma_date
-from deltasync.extract import read_records
+from deltasync.source.fullparse import read_records
 from deltasync.store import Store, open_store
+from deltasync.userxml import parse_alma_date, strip_formatting
 
 START = dt.datetime(2027, 1, 4, 11, 0, tzinfo=dt.UTC)  # 05:00 in Chicago
 API_KEY = "test-api-key"

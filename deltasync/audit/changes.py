@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import aliased
 
-from ..canonical import parse_payload
 from ..config import FeedConfig
-from ..store import Store
-from ..store import snapshot as snap
+from ..store import Store, feeds
+from ..store.tables import patron_t, version_t
+from ..userxml import parse_payload
 from .fields import FieldChange, changes, matches
 
 CHUNK = 1000
@@ -46,8 +46,8 @@ def list_changes(
     ``email.email_address``, ``address`` for whole addresses); ``kinds`` keeps only those
     kinds (new, changed, departed, returned).
     """
-    v, p = snap.version_t.c, snap.patron_t.c
-    earlier = aliased(snap.version_t)
+    v, p = version_t.c, patron_t.c
+    earlier = aliased(version_t)
     previous_id = (
         select(func.max(earlier.c.id))
         .where(earlier.c.patron_id == v.patron_id, earlier.c.id < v.id)
@@ -55,7 +55,7 @@ def list_changes(
     )
     query = (
         select(v.id, v.kind, v.first_seen, v.payload, p.match_id, previous_id.label("prev"))
-        .join(snap.patron_t, p.id == v.patron_id)
+        .join(patron_t, p.id == v.patron_id)
         .where(p.feed_id == _feed_id(store, feed), v.first_seen >= since)
         .order_by(v.first_seen, p.match_key, v.id)
     )
@@ -98,5 +98,5 @@ def _rows(r: Any, before: bytes | None, wanted: str | None) -> list[ChangeRow]:
 
 def _feed_id(store: Store, feed: FeedConfig) -> int:
     with store.read() as conn:
-        row = snap.find_feed(conn, feed.name)
+        row = feeds.find_feed(conn, feed.name)
     return -1 if row is None else row.id

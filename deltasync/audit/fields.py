@@ -13,7 +13,7 @@ from typing import Any
 
 from lxml import etree
 
-from ..canonical import parse_payload
+from ..userxml import parse_payload
 
 LISTS: dict[str, str] = {
     # path of the entries in <user> → the name a change is reported under

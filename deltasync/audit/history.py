@@ -11,8 +11,9 @@ from sqlalchemy import Connection, and_, func, null, or_, select
 
 from ..config import FeedConfig
 from ..errors import NotFound
-from ..store import Store, ledger
+from ..store import Store, feeds
 from ..store import snapshot as snap
+from ..store.tables import BatchStatus, MemberOutcome, batch_t, extract_t, member_t, version_t
 from .fields import FieldChange, payload_changes
 
 
@@ -65,17 +66,23 @@ class Shown:
 def patron_id(conn: Connection, feed: FeedConfig, match_id: str) -> int:
     """The stored id of the patron ``match_id`` of ``feed``; NotFound when there is none."""
     key = feed.match_id.key(match_id.strip())
-    row = snap.find_feed(conn, feed.name)
+    row = feeds.find_feed(conn, feed.name)
     found = None if row is None else snap.find_patron(conn, row.id, key)
     if found is None:
         raise NotFound(f"feed {feed.name!r} has no patron with match ID {match_id!r}")
     return found
 
 
+def _feed_id(conn: Connection, feed: FeedConfig) -> int:
+    row = feeds.find_feed(conn, feed.name)
+    assert row is not None  # the patron was found in it
+    return row.id
+
+
 def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
     """Every stored version of one patron, oldest first, with the batches that carried it
     and what changed from the version before."""
-    v, b, e = snap.version_t.c, snap.batch_t.c, snap.extract_t.c
+    v, b, e = version_t.c, batch_t.c, extract_t.c
     with store.read() as conn:
         pid = patron_id(conn, feed, match_id)
         rows = conn.execute(
@@ -91,12 +98,16 @@ def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
                 b.status,
                 e.baseline,
             )
-            .outerjoin(snap.batch_t, b.id == v.batch_id)
-            .outerjoin(snap.extract_t, e.id == v.extract_id)
+            .outerjoin(batch_t, b.id == v.batch_id)
+            .outerjoin(extract_t, e.id == v.extract_id)
             .where(v.patron_id == pid)
             .order_by(v.id)
         ).all()
         carriers = _carriers(conn, pid)
+        # A version still seen keeps no time of its own: it was seen by the latest extract.
+        latest = conn.execute(
+            select(func.max(e.ingested_at)).where(e.feed_id == _feed_id(conn, feed))
+        ).scalar_one()
     versions: list[VersionRow] = []
     previous: bytes | None = None
     for number, r in enumerate(rows):
@@ -108,7 +119,7 @@ def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
             VersionRow(
                 r.kind,
                 r.first_seen,
-                r.last_seen,
+                r.last_seen or latest or r.first_seen,
                 r.seq,
                 r.file_name,
                 r.status,
@@ -125,7 +136,7 @@ def history(store: Store, feed: FeedConfig, match_id: str) -> list[VersionRow]:
 
 def show(store: Store, feed: FeedConfig, match_id: str, *, as_of: dt.datetime, view: View) -> Shown:
     """The record of ``match_id`` as it stood at ``as_of`` in ``view``."""
-    v, b, m = snap.version_t.c, snap.batch_t.c, ledger.member_t.c
+    v, b, m = version_t.c, batch_t.c, member_t.c
     with store.read() as conn:
         pid = patron_id(conn, feed, match_id)
         query: Any
@@ -140,18 +151,18 @@ def show(store: Store, feed: FeedConfig, match_id: str, *, as_of: dt.datetime, v
                 # Delivered, or written by a feed without delivery; a file taken back
                 # unread (superseded) never reached Alma.
                 done = and_(
-                    b.status != ledger.SUPERSEDED,
+                    b.status != BatchStatus.SUPERSEDED,
                     or_(
                         b.uploaded_at.is_not(None),
-                        and_(b.status == ledger.CONFIRMED, b.uploaded_at.is_(None)),
+                        and_(b.status == BatchStatus.CONFIRMED, b.uploaded_at.is_(None)),
                     ),
                 )
             else:
                 moment = b.resolved_at
-                done = and_(b.status == ledger.CONFIRMED, m.outcome == ledger.SENT)
+                done = and_(b.status == BatchStatus.CONFIRMED, m.outcome == MemberOutcome.SENT)
             query = (
                 select(m.version_id, b.seq)
-                .join(snap.batch_t, b.id == m.batch_id)
+                .join(batch_t, b.id == m.batch_id)
                 .where(m.patron_id == pid, done, moment <= as_of)
             )
         candidates = conn.execute(query.order_by(query.selected_columns[0].desc()).limit(1))
@@ -160,7 +171,7 @@ def show(store: Store, feed: FeedConfig, match_id: str, *, as_of: dt.datetime, v
             found = _later_baseline(conn, pid, as_of, found)
         if found is None:
             raise NotFound(f"patron {match_id!r}: no {view.value} record at {as_of.isoformat()}")
-        version = conn.execute(select(snap.version_t).where(v.id == found[0])).one()
+        version = conn.execute(select(version_t).where(v.id == found[0])).one()
     if view == View.EXTRACT and version.kind == "departed":
         raise NotFound(
             f"patron {match_id!r} was not in the extract at {as_of.isoformat()}: departed "
@@ -172,10 +183,10 @@ def show(store: Store, feed: FeedConfig, match_id: str, *, as_of: dt.datetime, v
 
 def _later_baseline(conn: Connection, pid: int, as_of: dt.datetime, found: Any) -> Any:
     """A version adopted by ``baseline`` counts as confirmed from when it was recorded."""
-    v, e = snap.version_t.c, snap.extract_t.c
+    v, e = version_t.c, extract_t.c
     adopted = conn.execute(
         select(v.id)
-        .join(snap.extract_t, e.id == v.extract_id)
+        .join(extract_t, e.id == v.extract_id)
         .where(v.patron_id == pid, e.baseline.is_(True), v.first_seen <= as_of)
         .order_by(v.id.desc())
         .limit(1)
@@ -186,11 +197,11 @@ def _later_baseline(conn: Connection, pid: int, as_of: dt.datetime, found: Any) 
 
 
 def _carriers(conn: Connection, pid: int) -> dict[int, list[tuple[int, str]]]:
-    b, m = snap.batch_t.c, ledger.member_t.c
+    b, m = batch_t.c, member_t.c
     carriers: dict[int, list[tuple[int, str]]] = {}
     for version_id, seq, status in conn.execute(
         select(m.version_id, b.seq, b.status)
-        .join(snap.batch_t, b.id == m.batch_id)
+        .join(batch_t, b.id == m.batch_id)
         .where(m.patron_id == pid)
         .order_by(b.seq)
     ):

@@ -11,8 +11,18 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..config import FeedConfig
-from ..store import Store, ledger
-from ..store import snapshot as snap
+from ..store import Store, feeds
+from ..store import batches as batch_store
+from ..store.tables import (
+    OPEN,
+    BatchStatus,
+    PatronState,
+    batch_t,
+    extract_t,
+    member_t,
+    patron_t,
+    version_t,
+)
 
 
 @dataclass(frozen=True)
@@ -94,29 +104,27 @@ def _plain(value: Any) -> Any:
 def status(store: Store, feed: FeedConfig) -> FeedStatus:
     """Counts and the latest extract and batch of ``feed``."""
     with store.read() as conn:
-        row = snap.find_feed(conn, feed.name)
+        row = feeds.find_feed(conn, feed.name)
         if row is None:
             return FeedStatus(feed.name, store.url, str(feed.outbox), 0, 0, 0, 0, 0, None, None)
         states: dict[str, int] = dict(
             conn.execute(
-                select(snap.patron_t.c.state, func.count())
-                .where(snap.patron_t.c.feed_id == row.id)
-                .group_by(snap.patron_t.c.state)
+                select(patron_t.c.state, func.count())
+                .where(patron_t.c.feed_id == row.id)
+                .group_by(patron_t.c.state)
             ).all()
         )
         versions = conn.execute(
             select(func.count())
-            .select_from(snap.version_t)
-            .join(snap.patron_t, snap.patron_t.c.id == snap.version_t.c.patron_id)
-            .where(snap.patron_t.c.feed_id == row.id)
+            .select_from(version_t)
+            .join(patron_t, patron_t.c.id == version_t.c.patron_id)
+            .where(patron_t.c.feed_id == row.id)
         ).scalar_one()
         extracts = conn.execute(
-            select(snap.extract_t)
-            .where(snap.extract_t.c.feed_id == row.id)
-            .order_by(snap.extract_t.c.id.desc())
+            select(extract_t).where(extract_t.c.feed_id == row.id).order_by(extract_t.c.id.desc())
         ).all()
         batch_rows = _batches(conn, row.id)
-        awaiting = ledger.awaiting_confirmation(conn, row.id)
+        awaiting = batch_store.awaiting_confirmation(conn, row.id)
     last_extract = None
     if extracts:
         e = extracts[0]
@@ -125,8 +133,8 @@ def status(store: Store, feed: FeedConfig) -> FeedStatus:
         feed=feed.name,
         store=store.url,
         outbox=str(feed.outbox),
-        patrons_present=int(states.get(snap.PRESENT, 0)),
-        patrons_departed=int(states.get(snap.DEPARTED, 0)),
+        patrons_present=int(states.get(PatronState.PRESENT, 0)),
+        patrons_departed=int(states.get(PatronState.DEPARTED, 0)),
         versions=int(versions),
         extracts=len(extracts),
         batches=len(batch_rows),
@@ -134,8 +142,8 @@ def status(store: Store, feed: FeedConfig) -> FeedStatus:
         last_batch=batch_rows[-1] if batch_rows else None,
         batches_by_status=dict(Counter(b.status for b in batch_rows)),
         all_batches=batch_rows,
-        pending_batches=[b for b in batch_rows if b.status in ledger.OPEN],
-        failed_batches=[b for b in batch_rows if b.status == ledger.FAILED],
+        pending_batches=[b for b in batch_rows if b.status in OPEN],
+        failed_batches=[b for b in batch_rows if b.status == BatchStatus.FAILED],
         awaiting_confirmation=awaiting,
     )
 
@@ -143,13 +151,13 @@ def status(store: Store, feed: FeedConfig) -> FeedStatus:
 def batches(store: Store, feed: FeedConfig) -> list[BatchRow]:
     """Every batch of ``feed``, oldest first."""
     with store.read() as conn:
-        row = snap.find_feed(conn, feed.name)
+        row = feeds.find_feed(conn, feed.name)
         return [] if row is None else _batches(conn, row.id)
 
 
 def _batches(conn: Any, feed_id: int) -> list[BatchRow]:
-    b = snap.batch_t.c
-    rows = conn.execute(select(snap.batch_t).where(b.feed_id == feed_id).order_by(b.seq))
+    b = batch_t.c
+    rows = conn.execute(select(batch_t).where(b.feed_id == feed_id).order_by(b.seq))
     return [
         BatchRow(
             r.seq,
@@ -198,19 +206,19 @@ class BatchDetail:
 
 def batch_detail(store: Store, feed: FeedConfig, seq: int) -> BatchDetail:
     """Batch ``seq`` of ``feed`` with every patron it carried and every ledger event."""
-    m, p, v = ledger.member_t.c, snap.patron_t.c, snap.version_t.c
+    m, p, v = member_t.c, patron_t.c, version_t.c
     with store.read() as conn:
-        feed_id, found = ledger.find_batch(conn, feed.name, seq)
+        feed_id, found = batch_store.find_batch(conn, feed.name, seq)
         [batch] = [b for b in _batches(conn, feed_id) if b.seq == seq]
         members = [
             Member(r.match_id, r.kind, r.outcome, r.reason)
             for r in conn.execute(
                 select(p.match_id, v.kind, m.outcome, m.reason)
-                .join(snap.patron_t, p.id == m.patron_id)
-                .join(snap.version_t, v.id == m.version_id)
+                .join(patron_t, p.id == m.patron_id)
+                .join(version_t, v.id == m.version_id)
                 .where(m.batch_id == found.id)
                 .order_by(p.match_key)
             )
         ]
-        events = ledger.events(conn, found.id)
+        events = batch_store.events(conn, found.id)
     return BatchDetail(batch, members, events, max(0, batch.records - len(members)))

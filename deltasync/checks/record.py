@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from lxml import etree
 
-from ..departure import parse_alma_date
+from ..userxml import parse_alma_date, source_line
 from .codes import Policy
 from .findings import Finding
 from .settings import CODE_FIELDS, CONTACT_FIELDS, CONTACT_PARTS, CheckSettings
@@ -49,14 +49,17 @@ class RecordChecker:
         }
         self.schema = alma_schema() if self.policy["schema-invalid"] != Policy.OFF else None
 
-    def fix(self, user: etree._Element, source: str, *, plain: bool = False) -> _Inspection:
+    def fix(
+        self, user: etree._Element, source: str, *, plain: bool = False, line_shift: int = 0
+    ) -> _Inspection:
         """Apply the safe fixes to ``user`` in place (every record needs this before its
         digest) and note what they found; :meth:`check` finishes the inspection.
 
         Findings carry no match ID yet: a fix may change it, so the caller reads it after.
-        ``plain`` says the reader saw no byte that could be a suspect character.
+        ``plain`` says the reader saw no byte that could be a suspect character;
+        ``line_shift`` is what to add to the element's line numbers to get the file's.
         """
-        run = _Inspection(self, user, source)
+        run = _Inspection(self, user, source, line_shift)
         if not plain:
             run.characters()
         run.empty_dates()
@@ -100,11 +103,14 @@ _RECORD_LEVEL = (
 class _Inspection:
     """The findings of one record, gathered check by check."""
 
-    def __init__(self, checker: RecordChecker, user: etree._Element, source: str) -> None:
+    def __init__(
+        self, checker: RecordChecker, user: etree._Element, source: str, line_shift: int = 0
+    ) -> None:
         self.checker = checker
         self.user = user
         self.source = source
-        self.line = _line(user)
+        self.shift = line_shift
+        self.line = self.line_of(user)
         self.findings: list[Finding] = []
         self.flagged: set[str] = set()
         """Paths (as the schema names them) of elements a specific finding covers."""
@@ -115,6 +121,11 @@ class _Inspection:
             self.fields.setdefault(str(child.tag), []).append(child)
         self.contacts: dict[str, list[etree._Element]] = {}
         self.chosen: dict[str, etree._Element | None] = {}
+
+    def line_of(self, element: etree._Element) -> int:
+        """The file's line of ``element`` (0 when unknown)."""
+        line = source_line(element)
+        return line + self.shift if line else 0
 
     def text(self, name: str) -> str:
         """The text of the first ``<user>`` field called ``name``, stripped."""
@@ -133,7 +144,7 @@ class _Inspection:
         policy = self.checker.policy[code]
         if policy == Policy.FIX and not fixed:
             policy = Policy.ERROR  # the fix could not be applied to this one
-        line = (_line(at) if at is not None else 0) or self.line
+        line = (self.line_of(at) if at is not None else 0) or self.line
         if at is not None:
             self.flagged.add(_path(self.user, at))
         # No match ID yet: the caller reads it after the fixes and fills it in.
@@ -361,7 +372,7 @@ class _Inspection:
                     self.checker.policy["schema-invalid"],
                     None,
                     self.source,
-                    error.line or self.line,
+                    (error.line + self.shift if error.line else 0) or self.line,
                     redact(error.message),
                 )
             )
@@ -375,26 +386,6 @@ def redact(message: str) -> str:
     return _VALUES.sub("(the value)", message)
 
 
-def identifier_values(user: etree._Element) -> list[tuple[str, str]]:
-    """``(id_type, value)`` of the primary ID and every additional identifier."""
-    found: list[tuple[str, str]] = []
-    for child in user:
-        if child.tag == "primary_id":
-            if (child.text or "").strip():
-                found.append(("primary_id", (child.text or "").strip()))
-        elif child.tag == "user_identifiers":
-            for identifier in child:
-                id_type, value = "?", ""
-                for part in identifier:
-                    if part.tag == "value":
-                        value = (part.text or "").strip()
-                    elif part.tag == "id_type":
-                        id_type = (part.text or "?").strip()
-                if value:
-                    found.append((id_type, value))
-    return found
-
-
 def _name(element: etree._Element) -> str:
     return str(element.tag)
 
@@ -402,8 +393,3 @@ def _name(element: etree._Element) -> str:
 def _path(user: etree._Element, element: etree._Element) -> str:
     """``/user/contact_info/...``: the path lxml's schema errors give for ``element``."""
     return str(etree.ElementTree(user).getpath(element))
-
-
-def _line(element: etree._Element) -> int:
-    line = element.sourceline
-    return line if isinstance(line, int) else 0

@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from .. import job
-from ..checks import CheckSettings, Policy, check_file
+from ..check import check_file
+from ..checks import CheckSettings, Policy
 from ..checks.findings import summary_lines
 from ..config import FeedConfig, locate
 from ..matchid import MatchIdRule

@@ -11,7 +11,7 @@ from lxml import etree
 
 from .. import audit
 from ..audit.fields import as_dict
-from ..canonical import parse_payload
+from ..userxml import parse_payload
 from .app import (
     CONTEXT_SETTINGS,
     AppContext,

@@ -70,8 +70,10 @@ class Record:
         self.line_shift = 0
         """What to add to the ``sourceline`` of the element's nodes to get the file's line."""
 
+    @property
     def element(self) -> etree._Element:
-        """The record as a ``<user>`` element, without formatting whitespace; parsed once."""
+        """The record as a ``<user>`` element, without formatting whitespace; parsed once
+        (reading it may raise :class:`~deltasync.source.scanner.StepAside`)."""
         if self._element is None:
             assert self._parse is not None
             self._element = self._parse(self)

@@ -81,6 +81,11 @@ class SliceScanner:
         """Newlines are counted up to this buffer position; it starts ``_line``."""
         self._line = 1
 
+    @property
+    def end(self) -> int:
+        """The document offset the scanner has read up to."""
+        return self._base + len(self._buffer)
+
     def line_of(self, offset: int) -> int:
         """The line of the byte at document ``offset``; offsets must be asked in order and
         lie in the part of the document the scanner is at (the current record or later)."""

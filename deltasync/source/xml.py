@@ -1,11 +1,11 @@
-"""Alma user XML extracts (.xml, .xml.gz, a .zip of .xml files), read two ways.
+"""Alma user XML extracts (.xml, .xml.gz, a .zip of .xml files), read the fast way or in full.
 
 The fast way cuts each document into record slices with the byte scanner and hashes each
-slice's bytes; a record is parsed only when someone asks for its element, in the context of
-its document (the XML declaration and the root's start tag), so that it parses exactly as the
-full parse would read it. When the scanner steps aside, or a slice does not parse as one
-``<user>`` on its own, the caller reads the file again the full way: lxml's streaming parse of
-the whole document, which also gives the precise error for a broken file.
+slice's bytes; a record is parsed only when someone asks for its element, in the context of its
+document (the XML declaration and the root's start tag), so it parses exactly as the full parse
+reads it. When the scanner steps aside, or a slice does not parse as one ``<user>`` on its own,
+the caller reads the file again in full (:mod:`fullparse`), which also gives the precise error
+for a broken file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import gzip
 import mmap
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, cast
@@ -22,28 +23,23 @@ from typing import IO, cast
 import xxhash
 from lxml import etree
 
-from ..canonical import SAFE_PARSING, strip_formatting
-from ..extract import (
-    EMPTY_ZIP_MAGIC,
-    GZIP_MAGIC,
-    ZIP_MAGIC,
-    Progress,
-    _check_member,
-    _suspect,
-    read_records,
-)
+from ..userxml import SAFE_PARSING, strip_formatting
+from .files import Container, Progress, container, open_member, open_zip, zip_documents
+from .fullparse import read_records, suspect
 from .record import Record
 from .scanner import Prolog, SliceScanner, StepAside
 
 CHUNK = 1 << 23
 """Bytes read at a time from a compressed extract."""
-PROGRESS_EVERY = 4096
-"""Records between two progress reports."""
+PROGRESS_BYTES = 1 << 20
+"""Bytes of a document between two progress reports."""
 _UTF8_NAMES = {"utf-8", "utf8"}
+
+Chunks = Iterable[bytes] | Iterable[mmap.mmap]
 
 
 class XmlExtract:
-    """One extract file of Alma user XML."""
+    """One extract file of Alma user XML: the source of the ``alma-xml`` kind."""
 
     def __init__(
         self,
@@ -56,10 +52,10 @@ class XmlExtract:
         self.path = path
         self.encoding = encoding.lower()
         self.seed = seed
-        """What else gives the bytes their meaning (the recipe, the checks): part of every
+        """What else gives the bytes their meaning (the recipe, the fixes): part of every
         raw digest, so a change of either makes every record look unread."""
         self.progress = progress
-        self._utf8 = self.encoding.replace("_", "-") in _UTF8_NAMES
+        self.utf8 = self.encoding.replace("_", "-") in _UTF8_NAMES
 
     @property
     def name(self) -> str:
@@ -74,94 +70,103 @@ class XmlExtract:
         file must be read again with ``fast=False``, which raises
         :class:`~deltasync.errors.ExtractError` for a file that is broken.
         """
-        if not fast:
-            for found in read_records(self.path, self.progress, self.encoding):
-                yield Record(
-                    found.source, element=found.element, line=found.line, plain=found.plain
-                )
-            return
+        if fast:
+            yield from self._fast()
+        else:
+            yield from read_records(self.path, self.progress, self.encoding)
+
+    def locate(self, raw_digests: set[bytes]) -> dict[bytes, list[str]]:
+        """Where (``file, line N``) every record with one of these raw digests stands: the
+        copies of a record read only by its bytes, found again when a message must name them."""
+        found: dict[bytes, list[str]] = defaultdict(list)
+        saved, self.progress = self.progress, None
+        try:
+            for record in self._fast():
+                if record.raw_digest in raw_digests:
+                    found[record.raw_digest].append(record.where)
+        finally:
+            self.progress = saved
+        return found
+
+    def _fast(self) -> Iterator[Record]:
         with ExitStack() as stack:
             try:
                 raw = stack.enter_context(self.path.open("rb"))
-                magic = raw.read(4)
-                raw.seek(0)
-                if magic.startswith(ZIP_MAGIC) or magic.startswith(EMPTY_ZIP_MAGIC):
-                    yield from self._zip(raw)
-                    return
-                if magic.startswith(GZIP_MAGIC):
+                kind = container(raw)
+                if kind is Container.ZIP:
+                    archive = stack.enter_context(open_zip(self.path, raw))
+                    for number, member in enumerate(zip_documents(self.path, archive)):
+                        with open_member(self.path, archive, member) as stream:
+                            yield from self._document(
+                                f"{self.path}!{member.filename}",
+                                number,
+                                _chunks(stream),
+                                raw.tell,
+                            )
+                elif kind is Container.GZIP:
                     stream = cast(
                         IO[bytes], stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb"))
                     )
                     yield from self._document(self.name, 0, _chunks(stream), raw.tell)
-                    return
-                if not magic:
-                    raise StepAside("the file is empty", 0)
-                mapped = stack.enter_context(mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ))
-                yield from self._document(self.name, 0, [mapped], None)
-            except (OSError, EOFError, zlib.error, zipfile.BadZipFile, ValueError) as exc:
+                else:
+                    if raw.read(1) == b"":
+                        raise StepAside("the file is empty", 0)
+                    mapped = stack.enter_context(
+                        mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
+                    )
+                    yield from self._document(self.name, 0, [mapped], None)
+            except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
                 # The full parse says precisely what is wrong with the file.
                 raise StepAside(f"cannot read the file: {exc}", 0) from exc
-
-    def _zip(self, raw: IO[bytes]) -> Iterator[Record]:
-        with zipfile.ZipFile(raw) as archive:
-            infos = [i for i in archive.infolist() if not i.is_dir()]
-            for info in infos:
-                _check_member(self.path, info)
-            members = sorted(
-                i.filename
-                for i in infos
-                if i.filename.lower().endswith(".xml") and not i.filename.startswith("__MACOSX/")
-            )
-            if not members or len(set(members)) != len(members):
-                raise StepAside("the zip holds no .xml file, or one name twice", 0)
-            for number, member in enumerate(members):
-                with archive.open(member) as stream:
-                    yield from self._document(
-                        f"{self.path}!{member}", number, _chunks(stream), raw.tell
-                    )
 
     def _document(
         self,
         source: str,
         number: int,
-        chunks: Iterator[bytes] | list[mmap.mmap],
+        chunks: Chunks,
         position: Callable[[], int] | None,
     ) -> Iterator[Record]:
-        scanner = SliceScanner(chunks)  # type: ignore[arg-type]
+        scanner = SliceScanner(cast(Iterable[bytes], chunks))
         reader: _SliceReader | None = None
         count = 0
+        progress = self.progress
+        reported = 0
         for piece in scanner.slices():
             if reader is None:
                 assert scanner.prolog is not None
                 reader = _SliceReader(self, scanner.prolog, scanner.line_of)
+            raw = piece.raw
             yield Record(
                 source,
-                raw=piece.raw,
-                raw_digest=xxhash.xxh3_128_digest(piece.raw, seed=reader.seed),
+                raw=raw,
+                raw_digest=xxhash.xxh3_128_digest(raw, seed=reader.seed),
                 document=number,
                 offset=piece.offset,
                 parse=reader.parse,
                 locate=scanner.line_of,
-                plain=self._utf8 and not _suspect(piece.raw),
+                plain=self.utf8 and not suspect(raw),
             )
             count += 1
-            if self.progress is not None and count % PROGRESS_EVERY == 0:
-                self.progress(position() if position is not None else piece.offset)
+            if progress is not None and piece.offset - reported >= PROGRESS_BYTES:
+                reported = piece.offset
+                progress(position() if position is not None else piece.offset)
         if count == 0:
             raise StepAside("the document holds no <user> records", 0)
+        if progress is not None:
+            progress(position() if position is not None else scanner.end)
 
 
 class _SliceReader:
     """Parses the slices of one document as the full parse would read them."""
 
     def __init__(self, extract: XmlExtract, prolog: Prolog, locate: Callable[[int], int]) -> None:
-        if extract._utf8:
+        if extract.utf8:
             if prolog.encoding is not None and prolog.encoding.lower() not in _UTF8_NAMES:
                 raise StepAside(f"the file declares encoding {prolog.encoding}", 0)
             self.parser = etree.XMLParser(**SAFE_PARSING)
         else:
             self.parser = etree.XMLParser(encoding=extract.encoding, **SAFE_PARSING)
-        self.utf8 = extract._utf8
+        self.utf8 = extract.utf8
         self.prefix = prolog.text
         self.suffix = b"</" + prolog.root_name + b">"
         self.prefix_lines = prolog.text.count(b"\n")
@@ -191,8 +196,8 @@ class _SliceReader:
             or any(True for _ in user.iter(etree.Entity))
         ):
             raise StepAside("a slice that is not exactly one <user> record", record.offset)
-        # lxml keeps line numbers in 16 bits where it can be told them: the record says how
-        # far its elements' lines are from the file's instead.
+        # lxml keeps line numbers in 16 bits where it can: the record says how far its
+        # elements' lines are from the file's instead.
         record.line_shift = self.locate(record.offset) - 1 - self.prefix_lines
         return strip_formatting(user)
 

@@ -84,6 +84,11 @@ class Feed(Base):
     # stay the same, a record whose digest matches the snapshot needs no fixing or checking.
     fixes: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp())
+    # What the patrons' raw digests were made with (recipe, fixes, checks, source): under
+    # another seed no raw digest is trusted, and every record is read in full once.
+    raw_seed: Mapped[str | None] = mapped_column(Text)
+    # The identifier index (patron_identifier) is complete for this feed; NULL: build it.
+    identifier_index: Mapped[str | None] = mapped_column(String(32))
 
 
 class Batch(Base):
@@ -176,7 +181,10 @@ class Patron(Base):
     """The snapshot: the desired record of one match ID of a feed, and what Alma confirmed."""
 
     __tablename__ = "patron"
-    __table_args__ = (UniqueConstraint("feed_id", "match_key"),)
+    __table_args__ = (
+        UniqueConstraint("feed_id", "match_key"),
+        Index("ix_patron_feed_id_held_since", "feed_id", "held_since"),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id"))
@@ -196,6 +204,15 @@ class Patron(Base):
     # A record Alma rejected is not sent again until it changes (or on replay).
     rejected_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16))
     rejected_reason: Mapped[str | None] = mapped_column(Text)
+    # The hash of the record's bytes as the source last gave them (feed.raw_seed): the same
+    # bytes tomorrow mean the same record, without parsing it.
+    raw_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16))
+    # For a match ID that is not plain ASCII: the forms other case foldings make of it, one
+    # per line, so that a new ID another folding merges with it is held back.
+    fold_forms: Mapped[str | None] = mapped_column(Text)
+    # Since when the extract's record of this patron is held back (not taken): NULL when it
+    # is not. The stored record stands meanwhile.
+    held_since: Mapped[dt.datetime | None] = mapped_column(Timestamp())
 
 
 class PatronVersion(Base):
@@ -215,9 +232,33 @@ class PatronVersion(Base):
     # NULL once retention pruned a superseded version; its digest and dates stay.
     payload: Mapped[bytes | None] = mapped_column(LargeBinary)
     first_seen: Mapped[dt.datetime] = mapped_column(Timestamp())
-    last_seen: Mapped[dt.datetime] = mapped_column(Timestamp())
+    # NULL while this is the current record of a patron in the latest extract: it was seen in
+    # every extract since first_seen (nothing is written per unchanged patron per day). Set
+    # when the version is superseded, or its patron departs or is held back.
+    last_seen: Mapped[dt.datetime | None] = mapped_column(Timestamp())
     extract_id: Mapped[int | None] = mapped_column(ForeignKey("extract.id"))
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id"), index=True)
+
+
+class PatronIdentifier(Base):
+    """The identifier values of each patron's current record, primary ID included, by hash.
+
+    Alma keeps identifiers unique across users, departed ones included until they are purged,
+    so a value a new record shares with any of them is taken. Only hashes are kept (64 bits,
+    case-folded), as in the check that reads them.
+    """
+
+    __tablename__ = "patron_identifier"
+    __table_args__ = (
+        Index("ix_patron_identifier_feed_id_value_hash", "feed_id", "value_hash"),
+        Index("ix_patron_identifier_patron_id", "patron_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id"))
+    patron_id: Mapped[int] = mapped_column(ForeignKey("patron.id"))
+    value_hash: Mapped[int] = mapped_column(BigInteger)
+    id_type: Mapped[str] = mapped_column(String(64))
 
 
 class StagedRecord(Base):
@@ -237,8 +278,27 @@ class StagedRecord(Base):
     patron_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(10))
     digest: Mapped[bytes] = mapped_column(LargeBinary(16))
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
     expiry_date: Mapped[dt.date | None] = mapped_column(Date)
+    raw_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16))
+    # Where the record stands in the extract, for messages about it.
+    source: Mapped[str | None] = mapped_column(Text)
+    line: Mapped[int | None] = mapped_column(Integer)
+    fold_forms: Mapped[str | None] = mapped_column(Text)
+
+
+class StagedIdentifier(Base):
+    """An identifier value of a record read in full this run; scratch space like
+    ``staged_record``, used to find values two patrons share."""
+
+    __tablename__ = "staged_identifier"
+    __table_args__ = (Index("ix_staged_identifier_feed_id_value_hash", "feed_id", "value_hash"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    feed_id: Mapped[int] = mapped_column(ForeignKey("feed.id"))
+    match_key: Mapped[str] = mapped_column(String(300))
+    value_hash: Mapped[int] = mapped_column(BigInteger)
+    id_type: Mapped[str] = mapped_column(String(64))
 
 
 class RunLease(Base):

@@ -1,58 +1,51 @@
-"""Reading and writing the snapshot inside one run's transaction.
+"""The snapshot: each patron's desired record, read the way the pass and the ledger need it.
 
-Records to send are staged in ``staged_record`` as they stream past, so memory holds only the
-per-patron index, never payloads. Applying a run is a handful of set-based statements that work
-the same on SQLite and PostgreSQL (correlated subqueries rather than UPDATE … FROM, which older
-SQLite builds on enterprise Linux lack).
+The pass reads the snapshot in pieces — the raw digests of present patrons (tier 1), match
+keys in batches (tier 2), the present patrons once at the end (departures) — so memory never
+holds the whole of it. Records a run reads in full are written back by :mod:`store.apply`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Table,
-    and_,
-    bindparam,
-    case,
-    delete,
-    func,
-    insert,
-    literal,
-    select,
-    update,
-)
+from lxml import etree
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from ..canonical import Recipe
-from ..diff import Counts, Kind, SnapshotEntry
-from ..errors import StoreError
-from ..extract_order import Ingested
-from .models import Batch, Extract, Feed, Patron, PatronVersion, StagedRecord
+from ..checks.identifiers import value_hash
+from ..fingerprint import term_of
+from ..userxml import identifier_values, parse_payload
+from .feeds import FeedRow, record_settings
+from .tables import (
+    PatronState,
+    chunks,
+    extract_t,
+    feed_t,
+    identifier_t,
+    member_t,
+    patron_t,
+    version_t,
+)
 
-PRESENT = "present"
-DEPARTED = "departed"
-CHUNK = 1000
-
-feed_t = cast(Table, Feed.__table__)
-batch_t = cast(Table, Batch.__table__)
-extract_t = cast(Table, Extract.__table__)
-patron_t = cast(Table, Patron.__table__)
-version_t = cast(Table, PatronVersion.__table__)
-staged_t = cast(Table, StagedRecord.__table__)
+IDENTIFIER_INDEX = "v1"
+"""The version of the identifier index; a feed whose index is older is indexed again."""
+PAGE = 5000
 
 
-@dataclass(frozen=True)
-class FeedRow:
-    """The stored identity of a feed."""
+@dataclass(frozen=True, slots=True)
+class Known:
+    """What the snapshot knows of one match key: enough to classify, nothing personal."""
 
-    id: int
-    name: str
-    hash_recipe: str
-    fixes: str | None = None
+    patron_id: int
+    match_id: str
+    digest: bytes
+    present: bool
+    raw_digest: bytes | None
 
 
 @dataclass(frozen=True)
@@ -66,32 +59,201 @@ class LastSent:
     payload: bytes
 
 
-def ensure_feed(
-    conn: Connection, name: str, match_id: str, recipe: Recipe, now: dt.datetime
-) -> FeedRow:
-    """The feed's row, created on first use; refuses a changed match ID rule."""
-    row = conn.execute(select(feed_t).where(feed_t.c.name == name)).one_or_none()
-    if row is None:
-        feed_id = conn.execute(
-            insert(feed_t).values(
-                name=name, match_id=match_id, hash_recipe=recipe.fingerprint, created_at=now
-            )
-        ).inserted_primary_key
-        assert feed_id is not None
-        return FeedRow(int(feed_id[0]), name, recipe.fingerprint)
-    if row.match_id != match_id:
-        raise StoreError(
-            f"feed {name!r} matches patrons by {row.match_id}, but the configuration says "
-            f"{match_id}; every patron would look new and every old one departed. Keep the "
-            "old match_id, or configure a new feed for the new one"
+@dataclass(frozen=True)
+class FoldParticipant:
+    """A present patron whose match ID other case foldings would read differently."""
+
+    patron_id: int
+    match_key: str
+    match_id: str
+    raw_digest: bytes | None
+    folds: tuple[tuple[str, str], ...]
+    """(folding, form) pairs."""
+
+
+def encode_folds(folds: dict[str, str]) -> str | None:
+    """The ``fold_forms`` column's text for an ID's other foldings (None when it has none)."""
+    return "\n".join(f"{name}\t{form}" for name, form in sorted(folds.items())) or None
+
+
+def _decode_folds(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = (line.split("\t", 1) for line in text.split("\n") if "\t" in line)
+    return tuple((name, form) for name, form in pairs)
+
+
+# -- for the pass ----------------------------------------------------------------------------
+
+
+def raw_index(conn: Connection, feed_id: int) -> dict[bytes, int]:
+    """Raw digest → patron, for every present patron with one (tier 1)."""
+    p = patron_t.c
+    result = conn.execute(
+        select(p.raw_digest, p.id).where(
+            p.feed_id == feed_id, p.state == PatronState.PRESENT, p.raw_digest.is_not(None)
         )
-    return FeedRow(row.id, row.name, row.hash_recipe, row.fixes)
+    )
+    return {bytes(raw): int(pid) for raw, pid in result}
 
 
-def find_feed(conn: Connection, name: str) -> FeedRow | None:
-    """The feed's row if any run has created it."""
-    row = conn.execute(select(feed_t).where(feed_t.c.name == name)).one_or_none()
-    return None if row is None else FeedRow(row.id, row.name, row.hash_recipe, row.fixes)
+def patron_range(conn: Connection, feed_id: int) -> tuple[int, int]:
+    """The lowest and highest patron id of the feed; ``(0, -1)`` when it has none."""
+    low, high = conn.execute(
+        select(func.min(patron_t.c.id), func.max(patron_t.c.id)).where(
+            patron_t.c.feed_id == feed_id
+        )
+    ).one()
+    return (0, -1) if low is None else (int(low), int(high))
+
+
+def lookup(conn: Connection, feed_id: int, keys: Iterable[str]) -> dict[str, Known]:
+    """What the snapshot holds of these match keys."""
+    p = patron_t.c
+    found: dict[str, Known] = {}
+    for part in chunks(sorted(set(keys))):
+        rows = conn.execute(
+            select(p.match_key, p.id, p.match_id, p.digest, p.state, p.raw_digest).where(
+                p.feed_id == feed_id, p.match_key.in_(part)
+            )
+        )
+        for key, pid, match_id, digest, state, raw in rows:
+            found[key] = Known(
+                int(pid),
+                match_id,
+                bytes(digest),
+                state == PatronState.PRESENT,
+                None if raw is None else bytes(raw),
+            )
+    return found
+
+
+def present_terms(conn: Connection, feed_id: int) -> Iterator[tuple[int, int]]:
+    """``(patron id, fingerprint term of its digest)`` of every present patron."""
+    p = patron_t.c
+    result = conn.execute(
+        select(p.id, p.digest).where(p.feed_id == feed_id, p.state == PatronState.PRESENT)
+    )
+    for pid, digest in result:
+        yield int(pid), term_of(bytes(digest))
+
+
+def keys_of(conn: Connection, patron_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """Patron id → (match key, match ID)."""
+    p = patron_t.c
+    found: dict[int, tuple[str, str]] = {}
+    for part in chunks(patron_ids):
+        for pid, key, match_id in conn.execute(
+            select(p.id, p.match_key, p.match_id).where(p.id.in_(part))
+        ):
+            found[int(pid)] = (key, match_id)
+    return found
+
+
+def fold_participants(conn: Connection, feed_id: int) -> list[FoldParticipant]:
+    """Present patrons with non-ASCII match IDs that another case folding reads otherwise."""
+    p = patron_t.c
+    rows = conn.execute(
+        select(p.id, p.match_key, p.match_id, p.raw_digest, p.fold_forms).where(
+            p.feed_id == feed_id, p.state == PatronState.PRESENT, p.fold_forms.is_not(None)
+        )
+    )
+    return [
+        FoldParticipant(
+            int(pid), key, match_id, None if raw is None else bytes(raw), _decode_folds(forms)
+        )
+        for pid, key, match_id, raw, forms in rows
+    ]
+
+
+# -- the identifier index --------------------------------------------------------------------
+
+
+def has_identifiers(conn: Connection, feed_id: int) -> bool:
+    """Whether any patron of the feed holds an identifier value in the index."""
+    found = conn.execute(
+        select(identifier_t.c.id).where(identifier_t.c.feed_id == feed_id).limit(1)
+    )
+    return found.first() is not None
+
+
+def identifier_holders(
+    conn: Connection, feed_id: int, hashes: Iterable[int]
+) -> dict[int, list[str]]:
+    """Value hash → match keys of the stored patrons whose record holds it."""
+    i, p = identifier_t.c, patron_t.c
+    found: dict[int, list[str]] = defaultdict(list)
+    for part in chunks(sorted(set(hashes))):
+        rows = conn.execute(
+            select(i.value_hash, p.match_key)
+            .join(patron_t, p.id == i.patron_id)
+            .where(i.feed_id == feed_id, i.value_hash.in_(part))
+        )
+        for hashed, key in rows:
+            found[int(hashed)].append(key)
+    return found
+
+
+def identifier_values_of(
+    conn: Connection, feed_id: int, keys: Iterable[str]
+) -> dict[str, set[int]]:
+    """Match key → the value hashes its stored record holds."""
+    i, p = identifier_t.c, patron_t.c
+    found: dict[str, set[int]] = defaultdict(set)
+    for part in chunks(sorted(set(keys))):
+        rows = conn.execute(
+            select(p.match_key, i.value_hash)
+            .join(patron_t, p.id == i.patron_id)
+            .where(p.feed_id == feed_id, p.match_key.in_(part))
+        )
+        for key, hashed in rows:
+            found[key].add(int(hashed))
+    return found
+
+
+def ensure_identifier_index(conn: Connection, feed: FeedRow) -> int:
+    """Index the identifiers of every stored record if the feed's index is not complete
+    (a store from before the index); returns how many patrons were indexed."""
+    if feed.identifier_index == IDENTIFIER_INDEX:
+        return 0
+    conn.execute(identifier_t.delete().where(identifier_t.c.feed_id == feed.id))
+    p, v = patron_t.c, version_t.c
+    done = 0
+    last_id = 0
+    while True:
+        rows = conn.execute(
+            select(p.id, v.payload)
+            .join(version_t, v.id == p.current_version_id)
+            .where(p.feed_id == feed.id, p.id > last_id)
+            .order_by(p.id)
+            .limit(PAGE)
+        ).all()
+        if not rows:
+            break
+        values: list[dict[str, Any]] = []
+        for pid, payload in rows:
+            if payload is None:
+                continue
+            try:
+                user = parse_payload(bytes(payload))
+            except etree.XMLSyntaxError:
+                continue  # a damaged stored record holds no identifier we can trust
+            values.extend(
+                {
+                    "feed_id": feed.id,
+                    "patron_id": pid,
+                    "value_hash": value_hash(value),
+                    "id_type": id_type[:64],
+                }
+                for id_type, value in identifier_values(user)
+            )
+        if values:
+            conn.execute(insert(identifier_t), values)
+        done += len(rows)
+        last_id = rows[-1].id
+    record_settings(conn, feed.id, identifier_index=IDENTIFIER_INDEX)
+    return done
+
+
+# -- one patron's records ---------------------------------------------------------------------
 
 
 def find_patron(conn: Connection, feed_id: int, match_key: str) -> int | None:
@@ -104,38 +266,63 @@ def find_patron(conn: Connection, feed_id: int, match_key: str) -> int | None:
     return None if found is None else int(found)
 
 
-def find_extract(conn: Connection, feed_id: int, sha256: str) -> Any | None:
-    """The ingested extract with this SHA-256, if any."""
-    return conn.execute(
-        select(extract_t).where(extract_t.c.feed_id == feed_id, extract_t.c.sha256 == sha256)
-    ).one_or_none()
+def has_patrons(conn: Connection, feed_id: int) -> bool:
+    """Whether the feed's snapshot holds anyone."""
+    found = conn.execute(select(patron_t.c.id).where(patron_t.c.feed_id == feed_id).limit(1))
+    return found.first() is not None
 
 
-def ingested(row: Any) -> Ingested:
-    """An extract row as the order guards see it."""
-    return Ingested(row.id, row.name, row.ingested_at, row.mtime, row.fingerprint)
+def last_sent(conn: Connection, patron_ids: list[int]) -> Iterator[LastSent]:
+    """The last-sent record of each of these patrons."""
+    p, v = patron_t.c, version_t.c
+    for part in chunks(patron_ids):
+        rows = conn.execute(
+            select(p.id, p.match_key, p.match_id, p.expiry_date, v.payload)
+            .join(version_t, v.id == p.current_version_id)
+            .where(p.id.in_(part))
+            .order_by(p.id)
+        )
+        for row in rows:
+            yield LastSent(row.id, row.match_key, row.match_id, row.expiry_date, bytes(row.payload))
 
 
-def last_extract(conn: Connection, feed_id: int) -> Ingested | None:
-    """The extract the feed ingested last."""
-    row = conn.execute(
-        select(extract_t)
-        .where(extract_t.c.feed_id == feed_id)
-        .order_by(extract_t.c.id.desc())
-        .limit(1)
-    ).one_or_none()
-    return None if row is None else ingested(row)
+def earlier_payloads(conn: Connection, patron_id: int) -> list[bytes]:
+    """The payloads of a patron's versions before the current one, newest first (pruned ones
+    have none)."""
+    v = version_t.c
+    rows = conn.execute(
+        select(v.payload)
+        .where(
+            v.patron_id == patron_id,
+            v.payload.is_not(None),
+            v.id
+            < select(patron_t.c.current_version_id)
+            .where(patron_t.c.id == patron_id)
+            .scalar_subquery(),
+        )
+        .order_by(v.id.desc())
+    )
+    return [bytes(payload) for (payload,) in rows]
 
 
-def extract_with_content(conn: Connection, feed_id: int, fingerprint: str) -> Ingested | None:
-    """The newest ingested extract with this content fingerprint."""
-    row = conn.execute(
-        select(extract_t)
-        .where(extract_t.c.feed_id == feed_id, extract_t.c.fingerprint == fingerprint)
-        .order_by(extract_t.c.id.desc())
-        .limit(1)
-    ).one_or_none()
-    return None if row is None else ingested(row)
+def adopt(conn: Connection, feed_id: int, extract_id: int, repaired: set[str]) -> None:
+    """Record the snapshot as what Alma holds: every patron confirmed, the extract a baseline.
+
+    Records a fix changed are left unconfirmed: Alma holds the SIS's form, so the repaired
+    one goes out with the next run.
+    """
+    p = patron_t.c
+    conn.execute(update(patron_t).where(p.feed_id == feed_id).values(confirmed_digest=p.digest))
+    for part in chunks(sorted(repaired)):
+        conn.execute(
+            update(patron_t)
+            .where(p.feed_id == feed_id, p.match_key.in_(part))
+            .values(confirmed_digest=None)
+        )
+    conn.execute(update(extract_t).where(extract_t.c.id == extract_id).values(baseline=True))
+
+
+# -- a changed recipe --------------------------------------------------------------------------
 
 
 def rehash(conn: Connection, feed: FeedRow, recipe: Recipe) -> int:
@@ -143,73 +330,72 @@ def rehash(conn: Connection, feed: FeedRow, recipe: Recipe) -> int:
 
     Every digest that names a record moves to the new recipe together: the versions, the
     patron's desired, confirmed and rejected digests, and what each batch carried. Otherwise
-    a changed ``ignore`` list would make every confirmed patron look unconfirmed.
+    a changed ``ignore`` list would make every confirmed patron look unconfirmed. The raw
+    digests are seeded with the recipe, so none of them is trusted afterwards.
     """
     if feed.hash_recipe == recipe.fingerprint:
         return 0
-    from .ledger import member_t  # the ledger module imports this one
-
+    p, v, m = patron_t.c, version_t.c, member_t.c
     done = 0
     last_id = 0
     while True:
         patrons = conn.execute(
-            select(
-                patron_t.c.id,
-                patron_t.c.current_version_id,
-                patron_t.c.confirmed_digest,
-                patron_t.c.rejected_digest,
-            )
-            .where(patron_t.c.feed_id == feed.id, patron_t.c.id > last_id)
-            .order_by(patron_t.c.id)
-            .limit(CHUNK)
+            select(p.id, p.current_version_id, p.confirmed_digest, p.rejected_digest)
+            .where(p.feed_id == feed.id, p.id > last_id)
+            .order_by(p.id)
+            .limit(PAGE)
         ).all()
         if not patrons:
             break
         versions = conn.execute(
-            select(
-                version_t.c.id, version_t.c.patron_id, version_t.c.digest, version_t.c.payload
-            ).where(version_t.c.patron_id.in_([p.id for p in patrons]))
+            select(v.id, v.patron_id, v.digest, v.payload).where(
+                v.patron_id.in_([row.id for row in patrons])
+            )
         ).all()
         # A pruned version keeps its old digest: it is history, never compared again.
         new_digest = {
-            v.id: recipe.digest_payload(bytes(v.payload)) for v in versions if v.payload is not None
+            row.id: recipe.digest_payload(bytes(row.payload))
+            for row in versions
+            if row.payload is not None
         }
         renamed = {
-            (v.patron_id, bytes(v.digest)): new_digest[v.id] for v in versions if v.id in new_digest
+            (row.patron_id, bytes(row.digest)): new_digest[row.id]
+            for row in versions
+            if row.id in new_digest
         }
-        if new_digest:
+        moved = [{"vid": vid, "new": digest} for vid, digest in new_digest.items()]
+        if moved:
             conn.execute(
-                update(version_t)
-                .where(version_t.c.id == bindparam("vid"))
-                .values(digest=bindparam("new")),
-                [{"vid": vid, "new": digest} for vid, digest in new_digest.items()],
+                update(version_t).where(v.id == bindparam("vid")).values(digest=bindparam("new")),
+                moved,
             )
             conn.execute(
                 update(member_t)
-                .where(member_t.c.version_id == bindparam("vid"))
+                .where(m.version_id == bindparam("vid"))
                 .values(digest=bindparam("new")),
-                [{"vid": vid, "new": digest} for vid, digest in new_digest.items()],
+                moved,
             )
-
-        conn.execute(
-            update(patron_t)
-            .where(patron_t.c.id == bindparam("pid"))
-            .values(
-                digest=bindparam("new_digest"),
-                confirmed_digest=bindparam("new_confirmed"),
-                rejected_digest=bindparam("new_rejected"),
-            ),
-            [
-                {
-                    "pid": p.id,
-                    "new_digest": new_digest[p.current_version_id],
-                    "new_confirmed": _moved(renamed, p.id, p.confirmed_digest),
-                    "new_rejected": _moved(renamed, p.id, p.rejected_digest),
-                }
-                for p in patrons
-                if p.current_version_id in new_digest
-            ],
-        )
+        changed = [
+            {
+                "pid": row.id,
+                "new_digest": new_digest[row.current_version_id],
+                "new_confirmed": _moved(renamed, row.id, row.confirmed_digest),
+                "new_rejected": _moved(renamed, row.id, row.rejected_digest),
+            }
+            for row in patrons
+            if row.current_version_id in new_digest
+        ]
+        if changed:
+            conn.execute(
+                update(patron_t)
+                .where(p.id == bindparam("pid"))
+                .values(
+                    digest=bindparam("new_digest"),
+                    confirmed_digest=bindparam("new_confirmed"),
+                    rejected_digest=bindparam("new_rejected"),
+                ),
+                changed,
+            )
         done += len(patrons)
         last_id = patrons[-1].id
     conn.execute(
@@ -221,331 +407,3 @@ def rehash(conn: Connection, feed: FeedRow, recipe: Recipe) -> int:
 def _moved(renamed: dict[tuple[int, bytes], bytes], patron_id: int, old: Any) -> bytes | None:
     """A stored digest under the new recipe (unknown ones are kept)."""
     return None if old is None else renamed.get((patron_id, bytes(old)), bytes(old))
-
-
-def load_index(conn: Connection, feed_id: int) -> dict[str, SnapshotEntry]:
-    """The per-patron index the diff runs against: match key → digest and presence."""
-    result = conn.execute(
-        select(patron_t.c.match_key, patron_t.c.id, patron_t.c.digest, patron_t.c.state).where(
-            patron_t.c.feed_id == feed_id
-        )
-    )
-    return {
-        key: SnapshotEntry(pid, bytes(digest), state == PRESENT)
-        for key, pid, digest, state in result
-    }
-
-
-class Stager:
-    """Buffers records chosen for the delta and writes them to ``staged_record`` in chunks."""
-
-    def __init__(self, conn: Connection, feed_id: int) -> None:
-        self.conn = conn
-        self.feed_id = feed_id
-        self.rows: list[dict[str, Any]] = []
-        conn.execute(delete(staged_t).where(staged_t.c.feed_id == feed_id))
-
-    def add(
-        self,
-        *,
-        match_key: str,
-        match_id: str,
-        patron_id: int | None,
-        kind: Kind,
-        digest: bytes,
-        payload: bytes,
-        expiry_date: dt.date | None,
-    ) -> None:
-        self.rows.append(
-            {
-                "feed_id": self.feed_id,
-                "match_key": match_key,
-                "match_id": match_id,
-                "patron_id": patron_id,
-                "kind": kind.value,
-                "digest": digest,
-                "payload": payload,
-                "expiry_date": expiry_date,
-            }
-        )
-        if len(self.rows) >= CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            self.conn.execute(insert(staged_t), self.rows)
-            self.rows = []
-
-    def withdraw(self, match_keys: Iterable[str]) -> None:
-        """Drop staged records of these match keys (held back after all)."""
-        self.flush()
-        keys = list(match_keys)
-        for start in range(0, len(keys), CHUNK):
-            self.conn.execute(
-                delete(staged_t).where(
-                    staged_t.c.feed_id == self.feed_id,
-                    staged_t.c.match_key.in_(keys[start : start + CHUNK]),
-                )
-            )
-
-
-def _last_seen(conn: Connection, patron_ids: list[int]) -> list[tuple[int, dt.datetime]]:
-    """``(version id, last_seen)`` of these patrons' current versions."""
-    found: list[tuple[int, dt.datetime]] = []
-    for start in range(0, len(patron_ids), CHUNK):
-        rows = conn.execute(
-            select(version_t.c.id, version_t.c.last_seen)
-            .join(patron_t, patron_t.c.current_version_id == version_t.c.id)
-            .where(patron_t.c.id.in_(patron_ids[start : start + CHUNK]))
-        )
-        found.extend((row.id, row.last_seen) for row in rows)
-    return found
-
-
-def last_sent(conn: Connection, patron_ids: list[int]) -> Iterator[LastSent]:
-    """The last-sent record of each of these patrons."""
-    for start in range(0, len(patron_ids), CHUNK):
-        rows = conn.execute(
-            select(
-                patron_t.c.id,
-                patron_t.c.match_key,
-                patron_t.c.match_id,
-                patron_t.c.expiry_date,
-                version_t.c.payload,
-            )
-            .join(version_t, version_t.c.id == patron_t.c.current_version_id)
-            .where(patron_t.c.id.in_(patron_ids[start : start + CHUNK]))
-            .order_by(patron_t.c.id)
-        )
-        for row in rows:
-            yield LastSent(row.id, row.match_key, row.match_id, row.expiry_date, bytes(row.payload))
-
-
-def earlier_payloads(conn: Connection, patron_id: int) -> list[bytes]:
-    """The payloads of a patron's versions before the current one, newest first (pruned ones
-    have none)."""
-    rows = conn.execute(
-        select(version_t.c.payload)
-        .where(
-            version_t.c.patron_id == patron_id,
-            version_t.c.payload.is_not(None),
-            version_t.c.id
-            < select(patron_t.c.current_version_id)
-            .where(patron_t.c.id == patron_id)
-            .scalar_subquery(),
-        )
-        .order_by(version_t.c.id.desc())
-    )
-    return [bytes(payload) for (payload,) in rows]
-
-
-def current_payload(conn: Connection, patron_id: int) -> bytes:
-    """The stored record a patron's snapshot holds now."""
-    payload = conn.execute(
-        select(version_t.c.payload)
-        .join(patron_t, patron_t.c.current_version_id == version_t.c.id)
-        .where(patron_t.c.id == patron_id)
-    ).scalar_one()
-    return bytes(payload)
-
-
-def record_fixes(conn: Connection, feed_id: int, fixes: str) -> None:
-    """Note the fixes the snapshot's digests are now made with."""
-    conn.execute(update(feed_t).where(feed_t.c.id == feed_id).values(fixes=fixes))
-
-
-def has_patrons(conn: Connection, feed_id: int) -> bool:
-    """Whether the feed's snapshot holds anyone."""
-    found = conn.execute(select(patron_t.c.id).where(patron_t.c.feed_id == feed_id).limit(1))
-    return found.first() is not None
-
-
-def adopt(conn: Connection, feed_id: int, extract_id: int, repaired: set[str]) -> None:
-    """Record the snapshot as what Alma holds: every patron confirmed, the extract a baseline.
-
-    Records a fix changed are left unconfirmed: Alma holds the SIS's form, so the repaired
-    one goes out with the next run.
-    """
-    conn.execute(
-        update(patron_t)
-        .where(patron_t.c.feed_id == feed_id)
-        .values(confirmed_digest=patron_t.c.digest)
-    )
-    keys = list(repaired)
-    for start in range(0, len(keys), CHUNK):
-        conn.execute(
-            update(patron_t)
-            .where(
-                patron_t.c.feed_id == feed_id, patron_t.c.match_key.in_(keys[start : start + CHUNK])
-            )
-            .values(confirmed_digest=None)
-        )
-    conn.execute(update(extract_t).where(extract_t.c.id == extract_id).values(baseline=True))
-
-
-def batch_file_names(conn: Connection, feed_id: int) -> set[str]:
-    """Every delta file name the store knows for the feed."""
-    return set(
-        conn.execute(select(batch_t.c.file_name).where(batch_t.c.feed_id == feed_id)).scalars()
-    )
-
-
-def next_batch_seq(conn: Connection, feed_id: int) -> int:
-    """The sequence number the feed's next batch gets."""
-    top = conn.execute(
-        select(func.max(batch_t.c.seq)).where(batch_t.c.feed_id == feed_id)
-    ).scalar_one()
-    return int(top or 0) + 1
-
-
-def record_batch(conn: Connection, values: dict[str, Any]) -> int:
-    """Insert a batch row; returns its id."""
-    key = conn.execute(insert(batch_t).values(**values)).inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
-def record_extract(
-    conn: Connection,
-    *,
-    feed_id: int,
-    name: str,
-    sha256: str,
-    records: int,
-    counts: Counts,
-    now: dt.datetime,
-    mtime: dt.datetime | None = None,
-    fingerprint: str | None = None,
-) -> int:
-    """Insert the ingested extract's row; returns its id (its batch is linked later)."""
-    key = conn.execute(
-        insert(extract_t).values(
-            feed_id=feed_id,
-            name=name,
-            sha256=sha256,
-            records=records,
-            ingested_at=now,
-            mtime=mtime,
-            fingerprint=fingerprint,
-            **counts.as_dict(),
-        )
-    ).inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
-def link_extract(conn: Connection, extract_id: int, batch_id: int) -> None:
-    """Record the batch that carried an extract's changes."""
-    conn.execute(update(extract_t).where(extract_t.c.id == extract_id).values(batch_id=batch_id))
-
-
-def apply(
-    conn: Connection,
-    *,
-    feed_id: int,
-    extract_id: int,
-    now: dt.datetime,
-    departed_without_record: list[int],
-    held_back: list[int] | None = None,
-) -> None:
-    """Make the staged records the new snapshot and the next version of each patron.
-
-    Versions are linked to the batch that first carries them when a batch is built
-    (``ledger.add_members``), not here: a version may wait for a later batch. The
-    ``held_back`` patrons were in the extract with a record that was not taken, so their
-    stored version was not seen again: its ``last_seen`` stays.
-    """
-    staged = staged_t.c
-    kept = _last_seen(conn, held_back or [])
-    conn.execute(
-        insert(patron_t).from_select(
-            ["feed_id", "match_key", "match_id", "digest", "state", "expiry_date"],
-            select(
-                staged.feed_id,
-                staged.match_key,
-                staged.match_id,
-                staged.digest,
-                literal(PRESENT),
-                staged.expiry_date,
-            ).where(staged.feed_id == feed_id, staged.kind == Kind.NEW.value),
-        )
-    )
-    conn.execute(
-        update(staged_t)
-        .where(staged.feed_id == feed_id, staged.patron_id.is_(None))
-        .values(
-            patron_id=select(patron_t.c.id)
-            .where(patron_t.c.feed_id == staged.feed_id, patron_t.c.match_key == staged.match_key)
-            .scalar_subquery()
-        )
-    )
-    conn.execute(
-        insert(version_t).from_select(
-            [
-                "patron_id",
-                "kind",
-                "digest",
-                "payload",
-                "first_seen",
-                "last_seen",
-                "extract_id",
-            ],
-            select(
-                staged.patron_id,
-                staged.kind,
-                staged.digest,
-                staged.payload,
-                literal(now, version_t.c.first_seen.type),
-                literal(now, version_t.c.last_seen.type),
-                literal(extract_id, version_t.c.extract_id.type),
-            )
-            .where(staged.feed_id == feed_id)
-            .order_by(staged.id),
-        )
-    )
-
-    def from_staged(column: Any) -> Any:
-        return select(column).where(staged.patron_id == patron_t.c.id).scalar_subquery()
-
-    conn.execute(
-        update(patron_t)
-        .where(patron_t.c.id.in_(select(staged.patron_id).where(staged.feed_id == feed_id)))
-        .values(
-            match_id=from_staged(staged.match_id),
-            digest=from_staged(staged.digest),
-            expiry_date=from_staged(staged.expiry_date),
-            state=from_staged(
-                case(
-                    (staged.kind == Kind.DEPARTED.value, literal(DEPARTED)), else_=literal(PRESENT)
-                )
-            ),
-            current_version_id=select(func.max(version_t.c.id))
-            .where(version_t.c.patron_id == patron_t.c.id)
-            .scalar_subquery(),
-        )
-    )
-    for start in range(0, len(departed_without_record), CHUNK):
-        conn.execute(
-            update(patron_t)
-            .where(patron_t.c.id.in_(departed_without_record[start : start + CHUNK]))
-            .values(state=DEPARTED)
-        )
-    conn.execute(
-        update(version_t)
-        .where(
-            version_t.c.id.in_(
-                select(patron_t.c.current_version_id).where(
-                    and_(patron_t.c.feed_id == feed_id, patron_t.c.state == PRESENT)
-                )
-            )
-        )
-        .values(last_seen=now)
-    )
-    if kept:
-        conn.execute(
-            update(version_t)
-            .where(version_t.c.id == bindparam("vid"))
-            .values(last_seen=bindparam("seen")),
-            [{"vid": vid, "seen": seen} for vid, seen in kept],
-        )
-    conn.execute(delete(staged_t).where(staged.feed_id == feed_id))

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import StoreError
 from .engine import READ_ONLY, create_store_engine, make_private, migrate, safe_url
 from .failures import describe
-from .models import StagedRecord
+from .models import StagedIdentifier, StagedRecord
 
 if TYPE_CHECKING:
     from .lease import Lease
@@ -93,14 +93,15 @@ class Store:
 
 
 def _shadow_staging(connection: Connection) -> None:
-    # SQLite and PostgreSQL both look in the session's temporary schema first, so this table
-    # hides staged_record from this connection alone; the rollback removes it.
-    staged = cast(Table, StagedRecord.__table__)
-    columns = [
-        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-        for c in staged.columns
-    ]
-    Table(staged.name, MetaData(), *columns, prefixes=["TEMPORARY"]).create(connection)
+    # SQLite and PostgreSQL both look in the session's temporary schema first, so these
+    # tables hide the staging tables from this connection alone; the rollback removes them.
+    for model in (StagedRecord, StagedIdentifier):
+        staged = cast(Table, model.__table__)
+        columns = [
+            Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+            for c in staged.columns
+        ]
+        Table(staged.name, MetaData(), *columns, prefixes=["TEMPORARY"]).create(connection)
 
 
 def open_store(url: str) -> Store:

@@ -1,4 +1,4 @@
-"""The delivery ledger in the store: batch states, their history, and what each batch carried.
+"""Batches in the store: their ledger states, their history, and what each batch carried.
 
 A batch moves built → uploaded → picked_up → confirmed, or ends failed or superseded. Every
 transition and every failed attempt is an event. ``batch_patron`` records which patron each batch
@@ -11,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Table,
     and_,
     exists,
     func,
@@ -27,23 +26,21 @@ from sqlalchemy import (
 )
 
 from ..errors import NotFound, StoreError
-from .models import BatchEvent, BatchPatron
-from .snapshot import CHUNK, batch_t, find_feed, patron_t, version_t
+from .feeds import find_feed
+from .tables import (
+    TRANSITIONS,
+    BatchStatus,
+    MemberOutcome,
+    batch_t,
+    chunks,
+    event_t,
+    member_t,
+    patron_t,
+    version_t,
+)
 
-BUILT = "built"
-UPLOADED = "uploaded"
-PICKED_UP = "picked_up"
-CONFIRMED = "confirmed"
-FAILED = "failed"
-SUPERSEDED = "superseded"
-OPEN = (BUILT, UPLOADED, PICKED_UP)
-SENT = "sent"
-REJECTED = "rejected"
 SENT_ONCE_KINDS = ("departed", "returned")
 """Kinds of version that must reach Alma once, whatever their digest (diff.Kind values)."""
-
-event_t = cast(Table, BatchEvent.__table__)
-member_t = cast(Table, BatchPatron.__table__)
 
 
 @dataclass(frozen=True)
@@ -74,7 +71,7 @@ class Pending:
     digest: bytes
 
 
-def batches(
+def listed(
     conn: Connection,
     feed_id: int,
     statuses: Iterable[str] | None = None,
@@ -126,23 +123,28 @@ def _state(row: Any) -> BatchState:
 def transition(
     conn: Connection,
     batch: BatchState,
-    status: str,
+    status: BatchStatus,
     now: dt.datetime,
     message: str | None = None,
     **fields: Any,
 ) -> None:
-    """Move a batch to ``status`` and record the event."""
+    """Move a batch to ``status`` and record the event; only the moves of
+    :data:`~deltasync.store.tables.TRANSITIONS` are allowed."""
+    if BatchStatus(status) not in TRANSITIONS[BatchStatus(batch.status)]:
+        raise StoreError(
+            f"batch {batch.seq} cannot go from {batch.status} to {status} (a bug: please report)"
+        )
     values: dict[str, Any] = {"status": status, **fields}
-    if status == UPLOADED:
+    if status == BatchStatus.UPLOADED:
         values.setdefault("uploaded_at", now)
         values["last_error"] = None
-    elif status == PICKED_UP:
+    elif status == BatchStatus.PICKED_UP:
         values.setdefault("picked_up_at", now)
-    elif status in (CONFIRMED, FAILED, SUPERSEDED):
+    elif status in (BatchStatus.CONFIRMED, BatchStatus.FAILED, BatchStatus.SUPERSEDED):
         values.setdefault("resolved_at", now)
     conn.execute(update(batch_t).where(batch_t.c.id == batch.id).values(**values))
     conn.execute(insert(event_t).values(batch_id=batch.id, at=now, status=status, message=message))
-    if status == CONFIRMED:
+    if status == BatchStatus.CONFIRMED:
         _advance_confirmed(conn, batch)
 
 
@@ -175,7 +177,9 @@ def _advance_confirmed(conn: Connection, batch: BatchState) -> None:
     conn.execute(
         update(patron_t)
         .where(
-            patron_t.c.id.in_(select(m.patron_id).where(m.batch_id == batch.id, m.outcome == SENT)),
+            patron_t.c.id.in_(
+                select(m.patron_id).where(m.batch_id == batch.id, m.outcome == MemberOutcome.SENT)
+            ),
             # A batch confirmed late never overwrites what a newer batch already confirmed.
             or_(patron_t.c.confirmed_seq.is_(None), patron_t.c.confirmed_seq < batch.seq),
         )
@@ -190,7 +194,7 @@ def reject(conn: Connection, batch: BatchState, reasons: dict[int, str]) -> None
         conn.execute(
             update(member_t)
             .where(member.batch_id == batch.id, member.patron_id == patron_id)
-            .values(outcome=REJECTED, reason=reason)
+            .values(outcome=MemberOutcome.REJECTED, reason=reason)
         )
         conn.execute(
             update(patron_t)
@@ -246,8 +250,8 @@ def _unconfirmed() -> ColumnElement[bool]:
         .where(
             m.patron_id == p.id,
             m.version_id == p.current_version_id,
-            m.outcome == SENT,
-            b.status == CONFIRMED,
+            m.outcome == MemberOutcome.SENT,
+            b.status == BatchStatus.CONFIRMED,
         )
     )
     return or_(p.confirmed_digest.is_(None), p.confirmed_digest != p.digest, once)
@@ -269,7 +273,7 @@ def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> 
         .where(
             m.patron_id == p.id,
             m.version_id == p.current_version_id,
-            b.status == PICKED_UP,
+            b.status == BatchStatus.PICKED_UP,
             # Only batches after what Alma confirmed (after a `resend`, nothing older counts).
             b.seq > func.coalesce(p.confirmed_seq, 0),
         )
@@ -281,7 +285,7 @@ def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> 
             select(m.id).where(
                 m.patron_id == p.id,
                 m.version_id == p.current_version_id,
-                m.outcome == REJECTED,
+                m.outcome == MemberOutcome.REJECTED,
             )
         ),
     )
@@ -311,15 +315,14 @@ def waiting(conn: Connection, feed_id: int) -> set[tuple[int, int]]:
     rows = conn.execute(
         select(m.patron_id, m.version_id)
         .join(batch_t, b.id == m.batch_id)
-        .where(b.feed_id == feed_id, b.status.in_([BUILT, UPLOADED]))
+        .where(b.feed_id == feed_id, b.status.in_([BatchStatus.BUILT, BatchStatus.UPLOADED]))
     )
     return {(int(pid), int(vid)) for pid, vid in rows}
 
 
 def add_members(conn: Connection, batch_id: int, rows: list[Pending]) -> None:
     """Record what a new batch carries, and link first-time versions to it."""
-    for start in range(0, len(rows), CHUNK):
-        chunk = rows[start : start + CHUNK]
+    for chunk in chunks(rows):
         conn.execute(
             insert(member_t),
             [
@@ -328,7 +331,7 @@ def add_members(conn: Connection, batch_id: int, rows: list[Pending]) -> None:
                     "patron_id": r.patron_id,
                     "version_id": r.version_id,
                     "digest": r.digest,
-                    "outcome": SENT,
+                    "outcome": MemberOutcome.SENT,
                 }
                 for r in chunk
             ],
@@ -347,8 +350,7 @@ def payloads(conn: Connection, version_ids: list[int]) -> Iterator[bytes]:
 
     Raises RecordPruned for a version whose payload retention removed.
     """
-    for start in range(0, len(version_ids), CHUNK):
-        chunk = version_ids[start : start + CHUNK]
+    for chunk in chunks(version_ids):
         found = dict(
             conn.execute(
                 select(version_t.c.id, version_t.c.payload).where(version_t.c.id.in_(chunk))
@@ -385,3 +387,25 @@ def awaiting_confirmation(conn: Connection, feed_id: int) -> int:
             )
         ).scalar_one()
     )
+
+
+def file_names(conn: Connection, feed_id: int) -> set[str]:
+    """Every delta file name the store knows for the feed."""
+    return set(
+        conn.execute(select(batch_t.c.file_name).where(batch_t.c.feed_id == feed_id)).scalars()
+    )
+
+
+def next_seq(conn: Connection, feed_id: int) -> int:
+    """The sequence number the feed's next batch gets."""
+    top = conn.execute(
+        select(func.max(batch_t.c.seq)).where(batch_t.c.feed_id == feed_id)
+    ).scalar_one()
+    return int(top or 0) + 1
+
+
+def record(conn: Connection, values: dict[str, Any]) -> int:
+    """Insert a batch row; returns its id."""
+    key = conn.execute(insert(batch_t).values(**values)).inserted_primary_key
+    assert key is not None
+    return int(key[0])

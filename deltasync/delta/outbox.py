@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import safefiles
-from .errors import OutboxError
+from .. import safefiles
+from ..errors import OutboxError
 
 MAX_PARTS_PER_ZIP = 50
 XML_HEADER = b'<?xml version="1.0" encoding="UTF-8"?>\n<users>\n'

@@ -1,42 +1,37 @@
-"""Reading SIS extracts: stream the ``<user>`` records of an .xml, .xml.gz or .zip file.
+"""The full parse of an XML extract: lxml's streaming parse of every record.
 
 Memory stays flat whatever the size of the extract: each record is handed to the caller and
 freed before the next is parsed. The parser never expands entities, never loads a DTD and never
-touches the network, so a hostile file cannot read local files or blow up memory.
+touches the network, so a hostile file cannot read local files or blow up memory. A broken
+file stops here with the precise error: its code, and the line and column.
 """
 
 from __future__ import annotations
 
 import codecs
 import gzip
-import hashlib
 import re
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
 from lxml import etree
 
-from .canonical import SAFE_PARSING, strip_formatting
-from .errors import ExtractError
+from ..errors import ExtractError
+from ..userxml import SAFE_PARSING, source_line, strip_formatting
+from .files import BOM, Container, Progress, container, open_member, open_zip, zip_documents
+from .record import Record
 
-Progress = Callable[[int], None]
-"""Called with the number of bytes of the extract file consumed so far."""
-
-BOM = b"\xef\xbb\xbf"
-MAX_UNCOMPRESSED_BYTES = 4 * 1024**3
-"""Alma's limit for one zip; larger content is refused before it is read."""
-MAX_COMPRESSION_RATIO = 200
-"""Real XML compresses 10-30 times; far beyond that is a zip bomb."""
-GZIP_MAGIC = b"\x1f\x8b"
+USER_TAG = "{*}user"
 _C1_BYTES = re.compile(rb"\xc2[\x80-\x9f]")
 
 
-def _suspect(data: bytes) -> bool:
+def suspect(data: bytes) -> bool:
+    """Whether ``data`` may hold a control character, U+FFFD or a character reference (the
+    records that need the character checks)."""
     # Separate searches: each is a memchr-speed scan, where one alternation is not.
     return (
         b"\x7f" in data
@@ -46,43 +41,9 @@ def _suspect(data: bytes) -> bool:
     )
 
 
-ZIP_MAGIC = b"PK\x03\x04"
-EMPTY_ZIP_MAGIC = b"PK\x05\x06"
-USER_TAG = "{*}user"
-
-
-@dataclass(frozen=True)
-class SourceRecord:
-    """One ``<user>`` element and where it stands in the extract."""
-
-    element: etree._Element
-    source: str
-    line: int
-    plain: bool = False
-    """True when no byte read so far could be a control character, U+FFFD or a character
-    reference: the record needs no character checks (the usual case, and a costly walk)."""
-
-    @property
-    def where(self) -> str:
-        """``file, line N`` for messages."""
-        return f"{self.source}, line {self.line}"
-
-
-def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file, read in blocks."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    except OSError as exc:
-        raise ExtractError(f"{path}: cannot read extract: {exc.strerror}") from exc
-    return digest.hexdigest()
-
-
 def read_records(
     path: Path, progress: Progress | None = None, encoding: str = "utf-8"
-) -> Iterator[SourceRecord]:
+) -> Iterator[Record]:
     """Yield every ``<user>`` record of the extract at ``path``, under any root element.
 
     Alma reads UTF-8 only, so bytes that are not UTF-8 stop the read at their offset, unless
@@ -92,14 +53,13 @@ def read_records(
     with ExitStack() as stack:
         try:
             raw = stack.enter_context(path.open("rb"))
-            magic = raw.read(4)
-            raw.seek(0)
+            kind = container(raw)
         except OSError as exc:
             raise ExtractError(f"{path}: cannot read extract: {exc.strerror}") from exc
-        records: Iterator[SourceRecord]
-        if magic.startswith(ZIP_MAGIC) or magic.startswith(EMPTY_ZIP_MAGIC):
+        records: Iterator[Record]
+        if kind is Container.ZIP:
             records = _read_zip(path, raw, progress, encoding)
-        elif magic.startswith(GZIP_MAGIC):
+        elif kind is Container.GZIP:
             stream = cast(IO[bytes], stack.enter_context(gzip.GzipFile(fileobj=raw, mode="rb")))
             records = _parse(stream, str(path), raw, progress, encoding)
         else:
@@ -117,85 +77,11 @@ def read_records(
 
 def _read_zip(
     path: Path, raw: IO[bytes], progress: Progress | None, encoding: str
-) -> Iterator[SourceRecord]:
-    try:
-        archive = zipfile.ZipFile(raw)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ExtractError(f"{path}: not a readable zip file: {exc}", code="zip-corrupt") from exc
-    with archive:
-        infos = [i for i in archive.infolist() if not i.is_dir()]
-        for info in infos:
-            _check_member(path, info)
-        members = sorted(
-            (
-                info
-                for info in infos
-                if info.filename.lower().endswith(".xml")
-                and not info.filename.startswith("__MACOSX/")
-            ),
-            key=lambda info: info.filename,
-        )
-        _check_members(path, members)
-        if not members:
-            raise ExtractError(f"{path}: the zip file holds no .xml file", code="zip-no-xml")
-        total = sum(i.file_size for i in infos)
-        if total > MAX_UNCOMPRESSED_BYTES:
-            raise ExtractError(
-                f"{path}: the zip file unpacks to {total} bytes, over the "
-                f"{MAX_UNCOMPRESSED_BYTES} Alma accepts",
-                code="zip-too-large",
-            )
-        for member in members:
-            name = member.filename
-            try:
-                stream = archive.open(member)  # by entry, not by name: names may repeat
-            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-                raise ExtractError(
-                    f"{path}!{name}: cannot open zip member: {exc}", code="zip-corrupt"
-                ) from exc
-            with stream:
-                yield from _parse(stream, f"{path}!{name}", raw, progress, encoding)
-
-
-def _check_members(path: Path, members: list[zipfile.ZipInfo]) -> None:
-    """Refuse what zipfile would read wrongly or not at all, before reading any of it."""
-    seen: set[str] = set()
-    for info in members:
-        if info.filename in seen:
-            # zipfile finds a name's last entry only: the other would silently go unread.
-            raise ExtractError(
-                f"{path}: the zip file holds two members named {info.filename!r}; only one "
-                "of them could be read: zip the extract again with distinct names",
-                code="zip-duplicate-name",
-            )
-        seen.add(info.filename)
-        if info.flag_bits & 0x1:
-            raise ExtractError(
-                f"{path}!{info.filename}: the zip member is encrypted; Alma cannot read it "
-                "either: zip the extract without a password",
-                code="zip-encrypted",
-            )
-
-
-def _check_member(path: Path, info: zipfile.ZipInfo) -> None:
-    name = info.filename
-    parts = name.replace("\\", "/").split("/")
-    if (
-        name.startswith(("/", "\\"))
-        or ".." in parts
-        or "\\" in name
-        or re.match(r"[A-Za-z]:", name)
-    ):
-        raise ExtractError(
-            f"{path}: zip entry {name!r} has an unsafe name (absolute, '..' or a backslash path)",
-            code="zip-unsafe-name",
-        )
-    if info.compress_size and info.file_size / info.compress_size > MAX_COMPRESSION_RATIO:
-        raise ExtractError(
-            f"{path}: zip entry {name!r} unpacks {info.file_size // info.compress_size} times "
-            f"its size (over {MAX_COMPRESSION_RATIO}): refusing a possible zip bomb",
-            code="zip-too-large",
-        )
+) -> Iterator[Record]:
+    with open_zip(path, raw) as archive:
+        for member in zip_documents(path, archive):
+            with open_member(path, archive, member) as stream:
+                yield from _parse(stream, f"{path}!{member.filename}", raw, progress, encoding)
 
 
 class _Utf8Guard:
@@ -240,7 +126,7 @@ class _Utf8Guard:
         if not self.suspect:
             # The bytes of U+007F-U+009F and U+FFFD in UTF-8, or "&#" (a reference could
             # name one); carry two bytes so a sequence split between reads is seen.
-            self.suspect = _suspect(self.carry + data)
+            self.suspect = suspect(self.carry + data)
             self.carry = data[-2:]
         self.content = self.content or bool(data.strip())
         self.offset += len(data)
@@ -255,7 +141,7 @@ class _Utf8Guard:
 
 def _parse(
     stream: IO[bytes], source: str, raw: IO[bytes], progress: Progress | None, encoding: str
-) -> Iterator[SourceRecord]:
+) -> Iterator[Record]:
     guard: _Utf8Guard | None = None
     if encoding.lower().replace("-", "") == "utf8":
         guard = _Utf8Guard(stream, source)
@@ -277,7 +163,12 @@ def _parse(
                     code="xml-entity",
                 )
             plain = guard is not None and not guard.suspect
-            yield SourceRecord(strip_formatting(element), source, element.sourceline or 0, plain)
+            yield Record(
+                source,
+                element=strip_formatting(element),
+                line=source_line(element),
+                plain=plain,
+            )
             # Free the record and everything before it: memory stays flat.
             element.clear(keep_tail=False)
             parent = element.getparent()

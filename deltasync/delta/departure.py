@@ -8,41 +8,15 @@ sent for the patron, with a new expiry and purge date and optionally a status an
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from .canonical import parse_payload
-from .matchid import MatchIdRule
+from ..matchid import MatchIdRule
+from ..userxml import format_alma_date, parse_payload, set_field
 
 if TYPE_CHECKING:  # config imports the checks, which parse dates with this module
-    from .config import DepartureConfig
-
-_XS_DATE = re.compile(r"\s*(-?\d{4,})-(\d{2})-(\d{2})(Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)?\s*")
-
-
-def parse_alma_date(text: str | None) -> dt.date | None:
-    """The calendar date of an ``xs:date`` value (``2027-06-30Z``, ``2027-06-30``), or None."""
-    if not text:
-        return None
-    match = _XS_DATE.fullmatch(text)
-    if match is None:
-        return None
-    try:
-        return dt.date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
-    except ValueError:
-        return None
-
-
-def format_alma_date(day: dt.date) -> str:
-    """A date the way Ex Libris recommends: UTC form, ``YYYY-MM-DDZ``."""
-    return f"{day.isoformat()}Z"
-
-
-def record_expiry(user: etree._Element) -> dt.date | None:
-    """The expiry date a ``<user>`` record carries, if it has a readable one."""
-    return parse_alma_date(user.findtext("expiry_date"))
+    from ..config import DepartureConfig
 
 
 def needs_expiration(last_sent_expiry: dt.date | None, policy_date: dt.date) -> bool:
@@ -67,20 +41,10 @@ def expiration_record(
     """The last-sent record turned into the expiration record for a departure on ``expiry``."""
     user = parse_payload(last_sent_payload)
     purge = expiry + dt.timedelta(days=policy.purge_after_days)
-    _set_field(user, "expiry_date", format_alma_date(expiry))
-    _set_field(user, "purge_date", format_alma_date(purge))
+    set_field(user, "expiry_date", format_alma_date(expiry))
+    set_field(user, "purge_date", format_alma_date(purge))
     if policy.status is not None:
-        _set_field(user, "status", policy.status)
+        set_field(user, "status", policy.status)
     if policy.user_group is not None:
-        _set_field(user, "user_group", policy.user_group)
+        set_field(user, "user_group", policy.user_group)
     return user
-
-
-def _set_field(user: etree._Element, name: str, value: str) -> None:
-    element = user.find(name)
-    if element is None:
-        element = etree.SubElement(user, name)
-    elif "desc" in element.attrib:
-        # A description of the old code would now be wrong; Alma fills it from the code table.
-        del element.attrib["desc"]
-    element.text = value

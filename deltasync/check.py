@@ -1,0 +1,82 @@
+"""``deltasync check``: the run's own pass over any extract or delta zip, storing nothing.
+
+Every record is checked as if it were about to be sent: the pass runs against an empty
+snapshot in a scratch store of its own (a temporary SQLite file, removed afterwards), so the
+findings are exactly the ones a first run would report — duplicates and identifier values two
+patrons share included — and the feed's store is never touched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from .canonical import Recipe
+from .checks import CheckSettings, Report
+from .matchid import MatchIdRule
+from .scan import ScanSetup, scan
+from .source.xml import XmlExtract
+from .store.engine import create_store_engine
+from .store.models import Base
+from .store.staging import Staging
+from .store.tables import feed_t
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What ``check`` found in one file."""
+
+    path: Path
+    records: int
+    """How many ``<user>`` records the file holds."""
+    report: Report
+    held_back: int = 0
+    """How many records the checks would hold back (a match ID twice counts once)."""
+
+
+def check_file(
+    path: Path,
+    settings: CheckSettings,
+    *,
+    rule: MatchIdRule | None = None,
+    today: dt.date,
+    encoding: str = "utf-8",
+) -> FileCheck:
+    """Check every record of an extract or a delta zip, as if each were about to be sent.
+
+    Raises :class:`~deltasync.errors.ExtractError` for a file-level problem.
+    """
+    with tempfile.TemporaryDirectory(prefix="deltasync-check-") as folder:
+        engine = create_store_engine(f"sqlite:///{Path(folder) / 'scratch.db'}")
+        try:
+            Base.metadata.create_all(engine)
+            with engine.begin() as conn:
+                key = conn.execute(
+                    insert(feed_t).values(
+                        name="check",
+                        match_id="-",
+                        hash_recipe="-",
+                        created_at=dt.datetime.now(dt.UTC),
+                    )
+                ).inserted_primary_key
+                assert key is not None
+                setup = ScanSetup(
+                    feed_id=int(key[0]),
+                    rule=rule or MatchIdRule(),
+                    recipe=Recipe(),
+                    checks=settings,
+                    today=today,
+                    trusted_raw=False,
+                    keep_payloads=False,
+                )
+                scanned = scan(
+                    conn, setup, XmlExtract(path, encoding=encoding), Staging(conn, setup.feed_id)
+                )
+                conn.rollback()
+        finally:
+            engine.dispose()
+    return FileCheck(path, scanned.read, scanned.report, len(scanned.held_back))

@@ -1,0 +1,227 @@
+"""Ingest an extract: make it the snapshot's desired state, inside the caller's transaction.
+
+The step between the extract and the delta: refuse an extract that would roll patrons back
+(older than the last one, or an earlier one's content), read every record once (the pass,
+:mod:`scan`), refuse a run the guards do not trust, stage an expiration record for every
+departure, and — unless it is a dry run — apply it all: the new snapshot, the next version of
+each changed patron, and the extract's own row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xxhash
+from sqlalchemy import Connection
+
+from . import extract_order
+from .canonical import Recipe
+from .checks.findings import Report
+from .config import FeedConfig, Limit
+from .delta.departure import expiration_record, is_record_of, needs_expiration
+from .diff import Counts, HeldBack, Kind
+from .errors import GuardRefused
+from .scan import ScanSetup, scan
+from .source.xml import XmlExtract
+from .store import extracts, feeds
+from .store import snapshot as snap
+from .store.apply import apply
+from .store.feeds import FeedRow
+from .store.staging import Staging
+
+Step = Callable[[str], None]
+"""Called with the name of each step as a run passes it (for tests that inject failures)."""
+
+
+@dataclass(frozen=True)
+class Ingested:
+    """What ingesting an extract did, or in a dry run would do."""
+
+    records: int
+    counts: Counts
+    held_back: list[HeldBack] = field(default_factory=list)
+    findings: Report = field(default_factory=Report)
+    extract_id: int | None = None
+    """The new extract's row; None when nothing was applied (a dry run)."""
+    rehashed: int = 0
+    departed_with_record: int = 0
+    departed_without_record: int = 0
+    repaired: set[str] = field(default_factory=set)
+    """Match keys of records sent in a form a fix changed (the SIS's differs)."""
+    notices: list[str] = field(default_factory=list)
+    """What a person should know about this ingest (the run exits 4)."""
+    fast: bool = True
+    """Whether the fast reader could be used (False: every record was read in full)."""
+
+
+def raw_seed(feed: FeedConfig, recipe: Recipe) -> str:
+    """What the feed's raw digests are made with: a change of any makes every record unread."""
+    parts = [
+        recipe.fingerprint,
+        f"fixes={feed.checks.fixes}",
+        "source=alma-xml",
+        f"encoding={feed.encoding}",
+        f"match={feed.match_id}",
+    ]
+    return xxhash.xxh3_128_hexdigest("\n".join(parts).encode())
+
+
+def ingest(
+    conn: Connection,
+    feed: FeedConfig,
+    feed_row: FeedRow,
+    path: Path,
+    *,
+    sha256: str,
+    mtime: dt.datetime,
+    now: dt.datetime,
+    force: bool,
+    apply_it: bool,
+    progress: Callable[[int], None] | None = None,
+    step: Step = lambda _name: None,
+) -> Ingested:
+    """Diff the extract at ``path`` against the snapshot and (with ``apply_it``) make it the
+    snapshot's desired state; no file is written."""
+    recipe = Recipe(feed.ignore)
+    last = extracts.last(conn, feed_row.id)
+    extract_order.check_time(path, mtime, last, force=force)
+    rehashed = snap.rehash(conn, feed_row, recipe)
+    snap.ensure_identifier_index(conn, feed_row)
+    seed = raw_seed(feed, recipe)
+    setup = ScanSetup(
+        feed_id=feed_row.id,
+        rule=feed.match_id,
+        recipe=recipe,
+        checks=feed.checks,
+        today=now.astimezone(feed.timezone).date(),
+        trusted_raw=feed_row.raw_seed == seed,
+    )
+    staging = Staging(conn, feed_row.id)
+    source = XmlExtract(path, encoding=feed.encoding, seed=seed.encode(), progress=progress)
+    scanned = scan(conn, setup, source, staging)
+    step("scanned")
+    # Digests depend on the recipe and the fixes: so does the content they sum up to.
+    fingerprint = scanned.fingerprint.value(f"{recipe.fingerprint};fixes={feed.checks.fixes}")
+    same = extracts.with_content(conn, feed_row.id, fingerprint)
+    extract_order.check_content(path, same, last, force=force)
+    counts = scanned.counts
+    counts.departed = len(scanned.departures)
+    _guard(feed, path, counts, scanned.present_before, force=force)
+    notices: list[str] = []
+    without_record = _stage_departures(conn, feed, staging, scanned.departures, now, notices)
+    staging.flush()
+    step("staged")
+    result = Ingested(
+        records=scanned.records,
+        counts=counts,
+        held_back=scanned.held_back,
+        findings=scanned.report,
+        rehashed=rehashed,
+        departed_with_record=counts.departed - len(without_record),
+        departed_without_record=len(without_record),
+        repaired=scanned.repaired,
+        notices=notices,
+        fast=scanned.fast,
+    )
+    if not apply_it:
+        return result
+    extract_id = extracts.record(
+        conn,
+        feed_id=feed_row.id,
+        name=str(path),
+        sha256=sha256,
+        records=scanned.records,
+        counts=counts,
+        now=now,
+        mtime=mtime,
+        fingerprint=fingerprint,
+    )
+    apply(
+        conn,
+        feed_id=feed_row.id,
+        extract_id=extract_id,
+        now=now,
+        last_seen_before=None if last is None else last.ingested_at,
+        departed_without_record=without_record,
+        held=scanned.held_patrons,
+    )
+    feeds.record_settings(conn, feed_row.id, fixes=feed.checks.fixes, raw_seed=seed)
+    return Ingested(**{**result.__dict__, "extract_id": extract_id})
+
+
+def _guard(
+    feed: FeedConfig, path: Path, counts: Counts, present_before: int, *, force: bool
+) -> None:
+    if force or present_before == 0:
+        return
+    limits: list[tuple[str, int, Limit, str]] = [
+        ("max_departures", counts.departed, feed.departure.max_departures, "depart"),
+        ("max_changes", counts.changed, feed.departure.max_changes, "change"),
+    ]
+    for key, count, limit, verb in limits:
+        if count > limit.ceiling(present_before):
+            share = 100 * count / present_before
+            raise GuardRefused(
+                f"{path}: {count} of {present_before} patrons would {verb} "
+                f"({share:.1f}%), over {key} = {limit} for feed {feed.name!r}. "
+                "Check the extract; if it is right, run again with --force"
+            )
+
+
+def _stage_departures(
+    conn: Connection,
+    feed: FeedConfig,
+    staging: Staging,
+    patron_ids: list[int],
+    now: dt.datetime,
+    notices: list[str],
+) -> list[int]:
+    """Stage an expiration record per departure; returns the patrons that need none."""
+    policy = feed.departure
+    recipe = Recipe(feed.ignore)
+    expiry = policy.policy_date(now, feed.timezone)
+    without_record: list[int] = []
+    for last in snap.last_sent(conn, patron_ids):
+        if not needs_expiration(last.expiry_date, expiry):
+            without_record.append(last.patron_id)
+            continue
+        base = _readable_record(conn, feed, last, notices)
+        if base is None:
+            without_record.append(last.patron_id)
+            continue
+        user = expiration_record(base, policy, expiry)
+        staging.add(
+            match_key=last.match_key,
+            match_id=last.match_id,
+            patron_id=last.patron_id,
+            kind=Kind.DEPARTED.value,
+            digest=recipe.digest(user),
+            payload=recipe.payload(user),
+            expiry_date=expiry,
+        )
+    return without_record
+
+
+def _readable_record(
+    conn: Connection, feed: FeedConfig, last: snap.LastSent, notices: list[str]
+) -> bytes | None:
+    """The payload to build ``last``'s expiration record from: the stored record, or when it
+    is damaged the newest earlier version that reads as this patron's; None if none."""
+    rule = feed.match_id
+    if is_record_of(last.payload, rule, last.match_key):
+        return last.payload
+    for payload in snap.earlier_payloads(conn, last.patron_id):
+        if is_record_of(payload, rule, last.match_key):
+            notices.append(
+                f"{last.match_id}: the stored record is unreadable; the expiration record "
+                "was built from an earlier version, which Alma gets in full (swap-all)"
+            )
+            return payload
+    notices.append(
+        f"{last.match_id}: the stored record is unreadable and no earlier version is: no "
+        "expiration record was sent; expire the patron in Alma by hand"
+    )
+    return None

@@ -1,0 +1,187 @@
+"""Scratch space of one run's transaction: the records read in full, and their identifiers.
+
+Every record the pass reads in full is staged, whatever becomes of it (sent, unchanged but
+spelled anew, held back), so that duplicates, identifier conflicts and the new snapshot are
+worked out in SQL rather than in memory: memory stays flat however large the extract. Staged
+rows live only inside the run's transaction; the table is empty otherwise.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from .tables import chunks, staged_identifier_t, staged_t
+
+FLUSH_ROWS = 2000
+"""Rows per executemany: large enough for bulk speed, small enough for flat memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedRow:
+    """A staged record, as the store reads it back."""
+
+    match_key: str
+    match_id: str
+    patron_id: int | None
+    kind: str
+    source: str | None
+    line: int | None
+
+
+class Staging:
+    """Buffers staged records and identifier values and writes them in chunks."""
+
+    def __init__(self, conn: Connection, feed_id: int) -> None:
+        self.conn = conn
+        self.feed_id = feed_id
+        self._records: list[dict[str, Any]] = []
+        self._identifiers: list[dict[str, Any]] = []
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything staged (a new pass starts over)."""
+        self._records.clear()
+        self._identifiers.clear()
+        self.conn.execute(delete(staged_t).where(staged_t.c.feed_id == self.feed_id))
+        self.conn.execute(
+            delete(staged_identifier_t).where(staged_identifier_t.c.feed_id == self.feed_id)
+        )
+
+    def add(
+        self,
+        *,
+        match_key: str,
+        match_id: str,
+        patron_id: int | None,
+        kind: str,
+        digest: bytes,
+        payload: bytes | None = None,
+        expiry_date: dt.date | None = None,
+        raw_digest: bytes | None = None,
+        source: str | None = None,
+        line: int | None = None,
+        fold_forms: str | None = None,
+    ) -> None:
+        """Stage one record (``payload`` only for a record that becomes the snapshot's)."""
+        self._records.append(
+            {
+                "feed_id": self.feed_id,
+                "match_key": match_key,
+                "match_id": match_id,
+                "patron_id": patron_id,
+                "kind": kind,
+                "digest": digest,
+                "payload": payload,
+                "expiry_date": expiry_date,
+                "raw_digest": raw_digest,
+                "source": source,
+                "line": line,
+                "fold_forms": fold_forms,
+            }
+        )
+        if len(self._records) >= FLUSH_ROWS:
+            self.flush()
+
+    def add_identifiers(self, match_key: str, values: Iterable[tuple[str, int]]) -> None:
+        """Stage the ``(id_type, value hash)`` pairs of a staged record."""
+        for id_type, value_hash in values:
+            self._identifiers.append(
+                {
+                    "feed_id": self.feed_id,
+                    "match_key": match_key,
+                    "value_hash": value_hash,
+                    "id_type": id_type[:64],
+                }
+            )
+        if len(self._identifiers) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered."""
+        if self._records:
+            self.conn.execute(insert(staged_t), self._records)
+            self._records = []
+        if self._identifiers:
+            self.conn.execute(insert(staged_identifier_t), self._identifiers)
+            self._identifiers = []
+
+    def find(self, match_keys: Iterable[str]) -> list[StagedRow]:
+        """The staged rows of these match keys, in the order they were staged."""
+        self.flush()
+        s = staged_t.c
+        found: list[StagedRow] = []
+        for part in chunks(sorted(set(match_keys))):
+            rows = self.conn.execute(
+                select(s.match_key, s.match_id, s.patron_id, s.kind, s.source, s.line, s.id)
+                .where(s.feed_id == self.feed_id, s.match_key.in_(part))
+                .order_by(s.id)
+            )
+            found.extend(StagedRow(*row[:6]) for row in rows)
+        return found
+
+    def repeated_keys(self) -> list[str]:
+        """Match keys staged more than once: the extract holds them twice."""
+        self.flush()
+        s = staged_t.c
+        rows = self.conn.execute(
+            select(s.match_key)
+            .where(s.feed_id == self.feed_id)
+            .group_by(s.match_key)
+            .having(func.count() > 1)
+        )
+        return [key for (key,) in rows]
+
+    def hold(self, match_keys: Iterable[str], kinds: Iterable[str] | None = None) -> None:
+        """Make these staged records held back: they are not applied or sent."""
+        self.flush()
+        s = staged_t.c
+        for part in chunks(sorted(set(match_keys))):
+            query = update(staged_t).where(s.feed_id == self.feed_id, s.match_key.in_(part))
+            if kinds is not None:
+                query = query.where(s.kind.in_(list(kinds)))
+            self.conn.execute(query.values(kind="held_back", payload=None))
+
+    def kinds(self) -> dict[str, int]:
+        """How many staged records of each kind."""
+        self.flush()
+        s = staged_t.c
+        rows = self.conn.execute(
+            select(s.kind, func.count()).where(s.feed_id == self.feed_id).group_by(s.kind)
+        )
+        return {kind: int(count) for kind, count in rows}
+
+    def shared_values(self) -> Iterator[tuple[str, str, int]]:
+        """``(match key, id_type, value hash)`` of every staged value that another staged
+        record holds too."""
+        self.flush()
+        i = staged_identifier_t.c
+        shared = (
+            select(i.value_hash)
+            .where(i.feed_id == self.feed_id)
+            .group_by(i.value_hash)
+            .having(func.count(func.distinct(i.match_key)) > 1)
+        )
+        rows = self.conn.execute(
+            select(i.match_key, i.id_type, i.value_hash)
+            .where(i.feed_id == self.feed_id, i.value_hash.in_(shared))
+            .order_by(i.id)
+        )
+        for key, id_type, value in rows:
+            yield str(key), str(id_type), int(value)
+
+    def staged_values(self) -> Iterator[tuple[str, str, int]]:
+        """Every staged ``(match key, id_type, value hash)``."""
+        self.flush()
+        i = staged_identifier_t.c
+        rows = self.conn.execute(
+            select(i.match_key, i.id_type, i.value_hash)
+            .where(i.feed_id == self.feed_id)
+            .order_by(i.id)
+        )
+        for key, id_type, value in rows:
+            yield str(key), str(id_type), int(value)

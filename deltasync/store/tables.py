@@ -1,0 +1,112 @@
+"""Table handles of the state store, the states its rows move through, and one paging helper.
+
+Every query module imports its tables from here, so none needs another query module for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
+from typing import TypeVar, cast
+
+from sqlalchemy import Table
+
+from .models import (
+    Batch,
+    BatchEvent,
+    BatchPatron,
+    Extract,
+    Feed,
+    Patron,
+    PatronIdentifier,
+    PatronVersion,
+    Run,
+    RunHeldBack,
+    RunLease,
+    StagedIdentifier,
+    StagedRecord,
+)
+
+T = TypeVar("T")
+
+CHUNK = 1000
+"""Rows per statement where a list of ids goes into ``IN (…)`` or a parameter list."""
+
+feed_t = cast(Table, Feed.__table__)
+batch_t = cast(Table, Batch.__table__)
+event_t = cast(Table, BatchEvent.__table__)
+member_t = cast(Table, BatchPatron.__table__)
+extract_t = cast(Table, Extract.__table__)
+patron_t = cast(Table, Patron.__table__)
+version_t = cast(Table, PatronVersion.__table__)
+identifier_t = cast(Table, PatronIdentifier.__table__)
+staged_t = cast(Table, StagedRecord.__table__)
+staged_identifier_t = cast(Table, StagedIdentifier.__table__)
+lease_t = cast(Table, RunLease.__table__)
+run_t = cast(Table, Run.__table__)
+run_held_t = cast(Table, RunHeldBack.__table__)
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class PatronState(StrEnum):
+    """Whether a patron is in the latest extract."""
+
+    PRESENT = "present"
+    DEPARTED = "departed"
+
+
+class BatchStatus(StrEnum):
+    """Where a batch stands in the delivery ledger (README: Delivery and the ledger)."""
+
+    BUILT = "built"
+    UPLOADED = "uploaded"
+    PICKED_UP = "picked_up"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"
+
+    @property
+    def open(self) -> bool:
+        """Not resolved yet: Alma may still read it, or has it in hand."""
+        return self in OPEN
+
+
+OPEN = (BatchStatus.BUILT, BatchStatus.UPLOADED, BatchStatus.PICKED_UP)
+
+TRANSITIONS: dict[BatchStatus, frozenset[BatchStatus]] = {
+    # built: uploaded (or found on the server), replaced unread, confirmed when nothing
+    # delivers it (or by staff), failed (its file is gone and cannot be rebuilt, or staff).
+    BatchStatus.BUILT: frozenset(
+        {
+            BatchStatus.UPLOADED,
+            BatchStatus.SUPERSEDED,
+            BatchStatus.CONFIRMED,
+            BatchStatus.FAILED,
+        }
+    ),
+    BatchStatus.UPLOADED: frozenset(
+        {
+            BatchStatus.PICKED_UP,
+            BatchStatus.SUPERSEDED,
+            BatchStatus.CONFIRMED,
+            BatchStatus.FAILED,
+        }
+    ),
+    BatchStatus.PICKED_UP: frozenset({BatchStatus.CONFIRMED, BatchStatus.FAILED}),
+    BatchStatus.CONFIRMED: frozenset(),
+    BatchStatus.FAILED: frozenset(),
+    BatchStatus.SUPERSEDED: frozenset(),
+}
+"""The only moves a batch makes; resolved batches (confirmed, failed, superseded) stay."""
+
+
+class MemberOutcome(StrEnum):
+    """What became of one patron a batch carried."""
+
+    SENT = "sent"
+    REJECTED = "rejected"
