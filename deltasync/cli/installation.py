@@ -111,7 +111,7 @@ def doctor(app: AppContext, feed_name: str | None, all_feeds: bool) -> None:
         config = app.config
     except ConfigError as exc:
         click.echo(checkup.Finding("config", False, str(exc), "correct the configuration").line())
-        raise click.ClickException("doctor found 1 problem") from exc
+        raise click.ClickException("doctor found 1 problem(s)") from exc
     feeds = [config.feed(name)] if name is not None else list(config.feeds.values())
     failures = 0
     for finding in checkup.diagnose(config, feeds, dt.datetime.now(dt.UTC)):
