@@ -354,3 +354,28 @@ def test_a_stale_extract_and_a_bad_config(site: Path) -> None:
     )
     code, lines, stderr = doctor(config)
     assert stderr == "Error: doctor found 1 problem(s)\n" and len(lines) == 1
+
+
+def test_doctor_checks_every_feed_or_the_one_asked_for(site: Path) -> None:
+    config = write_config(site, [])
+    config.write_text(config.read_text() + '[feeds.staff]\nextract = "incoming/staff-*.xml"\n')
+    code, lines, _ = doctor(config)
+    assert code == 1  # no staff extract
+    assert [line.split(":")[0] for line in lines if "feed " in line] == [
+        "ok    feed patrons",
+        "ok    feed patrons",
+        "ok    feed patrons",
+        "ok    feed staff",
+        "FAIL  feed staff",
+        "ok    feed staff",
+    ]
+    code, lines, _ = doctor(config, "--feed", "patrons")
+    assert code == 0 and not any("feed staff" in line for line in lines)
+    assert invoke(config, "--feed", "patrons", "doctor").exit_code == 0
+    both = invoke(config, "doctor", "--feed", "patrons", "--all")
+    assert both.exit_code == 2 and "--all checks every feed; leave out --feed" in both.output
+    unknown = invoke(config, "doctor", "--feed", "nope")
+    assert unknown.exit_code == 1
+    assert unknown.output == (
+        f"Error: {config}: no feed named 'nope' (configured: patrons, staff)\n"
+    )
