@@ -570,11 +570,12 @@ class _FeedReader(_Reader):
     def __init__(self, source: config_sources.FeedSource, main: Path) -> None:
         super().__init__(source.file, base=main.parent)
         self.main = main
-        self.prefix = f"feeds.{source.name}."
+        self.name = source.name
         self.inherited = source.inherited
 
     def at(self, key: str) -> str:
-        below = key.removeprefix(self.prefix)
-        if key.startswith(self.prefix) and below in self.inherited:
-            return f"{self.main}: defaults.{below} (for feed {self.prefix[6:-1]})"
+        prefix = f"feeds.{self.name}."
+        below = key.removeprefix(prefix)
+        if key.startswith(prefix) and below in self.inherited:
+            return f"{self.main}: defaults.{below} (for feed {self.name})"
         return super().at(key)
