@@ -31,9 +31,11 @@ PAGE = 100
 class AlmaApiError(DeltasyncError):
     """Alma's API could not be read."""
 
-    def __init__(self, message: str, *, transient: bool) -> None:
+    def __init__(self, message: str, *, transient: bool, status: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.status = status
+        """The HTTP status Alma answered with, when it answered."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,10 @@ class AlmaJobs:
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
 
+    def job(self) -> dict[str, Any]:
+        """The job's own record (``GET /conf/jobs/{job_id}``): proves the key and the job ID."""
+        return self._get(f"conf/jobs/{self.job_id}", {})
+
     def runs_since(self, since: dt.datetime) -> list[JobRun]:
         """Runs submitted on or after ``since``'s date, oldest first."""
         runs: list[JobRun] = []
@@ -127,7 +133,7 @@ class AlmaJobs:
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         query = urllib.parse.urlencode(params)
-        url = f"{self.config.base_url}/almaws/v1/{path}?{query}"
+        url = f"{self.config.base_url}/almaws/v1/{path}" + (f"?{query}" if query else "")
         request = urllib.request.Request(
             url,
             headers={
@@ -148,6 +154,7 @@ class AlmaJobs:
                 raise AlmaApiError(
                     f"Alma API {path}: HTTP {exc.code}: {detail}",
                     transient=exc.code >= 500 or exc.code == 429,
+                    status=exc.code,
                 ) from exc
             except (urllib.error.URLError, TimeoutError, OSError) as exc:
                 reason = getattr(exc, "reason", exc)

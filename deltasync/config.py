@@ -1,8 +1,9 @@
 """Configuration: a TOML file read into frozen dataclasses.
 
 Precedence is CLI option > ``DELTASYNC_*`` environment variable > config file > default.
-Relative paths resolve against the folder of the config file. Every error names the file and
-the key, and an unknown key is an error, so a typo never silently falls back to a default.
+Relative paths resolve against the folder of the (main) config file. Every error names the
+file and the key, and an unknown key is an error, so a typo never silently falls back to a
+default. Feeds may come from included files and share ``[defaults]`` (config_sources.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import ipaddress
 import math
 import os
 import re
-import tomllib
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from . import config_sources
 from .checks import settings as check_settings
 from .checks.settings import CheckSettings
 from .errors import ConfigError
@@ -161,6 +162,10 @@ class Config:
     state_url: str
     feeds: Mapping[str, FeedConfig]
     alma: AlmaApiConfig | None = None
+    metrics_file: Path | None = None
+    """Where node_exporter's textfile collector reads deltasync's metrics (metrics.py)."""
+    feed_files: Mapping[str, Path] = field(default_factory=dict)
+    """The file each feed is defined in: the main file or an included one."""
 
     def feed(self, name: str | None) -> FeedConfig:
         """The feed called ``name``, or the only feed when ``name`` is None."""
@@ -196,40 +201,49 @@ def locate(explicit: Path | None) -> Path:
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and validate the configuration file at ``path``."""
     env = os.environ if environ is None else environ
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: configuration file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read configuration: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse(data, path.resolve(), env)
+    return parse(config_sources.read_toml(path), path.resolve(), env)
 
 
 def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Config:
     """Build a :class:`Config` from already-decoded TOML ``data`` read from ``path``."""
     reader = _Reader(path)
-    reader.keys(data, "", {"state", "feeds", "alma", "checks"})
+    reader.keys(
+        data, "", {"state", "feeds", "alma", "checks", "include", "defaults", "metrics_file"}
+    )
     state = reader.table(data, "state")
     reader.keys(state, "state", {"url"})
     raw_url = environ.get(ENV_STATE_URL) or reader.string(state, "state.url", DEFAULT_STATE_URL)
     state_url = _state_url(raw_url, path.parent, reader, from_env=bool(environ.get(ENV_STATE_URL)))
-    feeds_table = reader.table(data, "feeds")
-    if not feeds_table:
+    sources = config_sources.gather(data, path, FEED_KEYS)
+    if not sources:
         raise ConfigError(f"{path}: [feeds]: at least one feed must be configured")
     shared_checks = reader.table(data, "checks")
     check_settings.parse(shared_checks, "checks", reader.error)  # its errors name [checks]
-    feeds = {name: _feed(reader, name, table, shared_checks) for name, table in feeds_table.items()}
+    readers = {s.name: _FeedReader(s, path) for s in sources}
+    feeds = {s.name: _feed(readers[s.name], s.name, s.table, shared_checks) for s in sources}
     alma = _alma(reader, reader.table(data, "alma"))
     for feed in feeds.values():
         if feed.delivery is not None and feed.delivery.confirm == "alma-api" and alma is None:
-            raise reader.error(
+            raise readers[feed.name].error(
                 f"feeds.{feed.name}.confirm",
                 "'alma-api' needs an [alma] table with base_url and api_key_env",
             )
-    return Config(path=path, state_url=state_url, feeds=feeds, alma=alma)
+    metrics_file = None
+    if "metrics_file" in data:
+        raw_metrics = reader.string(data, "metrics_file", "")
+        if not raw_metrics.strip():
+            raise reader.error(
+                "metrics_file", "a file path, e.g. /var/lib/node_exporter/deltasync.prom"
+            )
+        metrics_file = reader.path(raw_metrics)
+    return Config(
+        path=path,
+        state_url=state_url,
+        feeds=feeds,
+        alma=alma,
+        metrics_file=metrics_file,
+        feed_files={s.name: s.file for s in sources},
+    )
 
 
 def _alma(reader: _Reader, table: dict[str, Any]) -> AlmaApiConfig | None:
@@ -510,14 +524,16 @@ def _state_url(raw: str, base: Path, reader: _Reader, *, from_env: bool) -> str:
 class _Reader:
     """Typed access to TOML values with errors that name the file and the key."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, base: Path | None = None) -> None:
         self.file = path
+        self.base = path.parent if base is None else base
+        """Relative paths resolve against this folder: the main config file's."""
 
     def at(self, key: str) -> str:
         return f"{self.file}: {key}"
 
     def error(self, key: str, message: str) -> ConfigError:
-        return ConfigError(f"{self.file}: {key}: {message}")
+        return ConfigError(f"{self.at(key)}: {message}")
 
     def keys(self, table: Mapping[str, Any], where: str, allowed: set[str]) -> None:
         for key in table:
@@ -544,4 +560,22 @@ class _Reader:
         return value
 
     def path(self, raw: str) -> Path:
-        return (self.file.parent / Path(raw).expanduser()).resolve()
+        return (self.base / Path(raw).expanduser()).resolve()
+
+
+class _FeedReader(_Reader):
+    """Reads one feed's table; errors name the file that defines the feed, or for a value the
+    feed inherited, the main file's ``[defaults]`` key."""
+
+    def __init__(self, source: config_sources.FeedSource, main: Path) -> None:
+        super().__init__(source.file, base=main.parent)
+        self.main = main
+        self.name = source.name
+        self.inherited = source.inherited
+
+    def at(self, key: str) -> str:
+        prefix = f"feeds.{self.name}."
+        below = key.removeprefix(prefix)
+        if key.startswith(prefix) and below in self.inherited:
+            return f"{self.main}: defaults.{below} (for feed {self.name})"
+        return super().at(key)

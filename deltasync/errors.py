@@ -58,3 +58,7 @@ class RemoteFileMissing(DeliveryError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, transient=False)
+
+
+class MetricsError(DeltasyncError):
+    """The metrics file (``metrics_file``) cannot be written."""

@@ -228,7 +228,10 @@ def test_a_server_restart_mid_run_is_one_clear_message(
         "command again\n"
     )
     assert dump_store(pg_url) == before
-    assert invoke(config, "status").exit_code == 0
+    # The store answers again; status exits 4, the probe's answer: the last run failed.
+    status = invoke(config, "status")
+    assert status.exit_code == 4
+    assert "lost the connection to the database server" in status.stderr
 
 
 def test_a_run_whose_lock_file_was_removed_stops_before_committing(

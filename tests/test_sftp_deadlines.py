@@ -158,7 +158,8 @@ def test_a_server_that_never_answers_the_sftp_version_exchange_does_not_hang_the
     assert seconds < CONNECT + 8
     # The lock died with the process: the store answers at once.
     status = invoke(config, "status", "--json")
-    assert status.exit_code == 0, status.output
+    # Exit 4, the probe's answer: batch 1 is not delivered.
+    assert status.exit_code == 4, status.output
     [pending] = json.loads(status.stdout)["pending_batches"]
     assert pending["status"] == "built"
     assert "did not start SFTP" in pending["last_error"]

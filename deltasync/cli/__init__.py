@@ -2,16 +2,23 @@
 
 ``app`` holds the group and what every command shares; the commands live in modules named for
 who uses them: ``daily`` (the scheduled run), ``audit`` (the feed and its batches),
-``patrons`` (a patron's history, changes across patrons), ``recovery`` (repairs).
+``patrons`` (a patron's history, changes across patrons), ``recovery`` (repairs),
+``feeds`` (status of every feed, the metrics file), ``installation`` (init, doctor).
 """
 
 from __future__ import annotations
 
-from . import audit, daily, patrons, recovery
+from . import audit, daily, installation, patrons, recovery
 from .app import cli
 
 __all__ = ["cli", "main"]
-_COMMANDS = (audit, daily, patrons, recovery)  # imported for their @cli.command registrations
+_COMMANDS = (
+    audit,
+    daily,
+    installation,
+    patrons,
+    recovery,
+)  # imported for their @cli.command registrations
 
 
 def main() -> None:

@@ -2,37 +2,66 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import click
 
 from .. import audit
+from ..audit import health
 from .app import (
     CONTEXT_SETTINGS,
     AppContext,
     cli,
+    exit_for_reasons,
     json_option,
     pass_app,
     reports_errors,
     when,
 )
+from .feeds import status_all
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
+@click.option(
+    "--all", "all_feeds", is_flag=True, help="One row per configured feed (a monitoring probe)."
+)
 @json_option
 @pass_app
 @reports_errors
-def status(app: AppContext, as_json: bool) -> None:
-    """Show where the feed stands: patrons, the last extract and the last batch.
+def status(app: AppContext, all_feeds: bool, as_json: bool) -> None:
+    """Show where the feed stands: patrons, the last extract and run, batches, what to do next.
+
+    Exits 4 when the feed needs attention (the last run failed or was refused or needed
+    attention; a batch failed, was not delivered, or is overdue), so it serves as a probe.
+    With --all: one row per feed, exit 4 when any needs attention.
 
     \b
-    Example:
+    Examples:
       deltasync --feed patrons status --json
+      deltasync status --all
     """
+    if all_feeds:
+        if app.feed_name is not None:
+            raise click.UsageError("--all shows every feed; leave out --feed")
+        status_all(app, as_json=as_json)
+        return
+    if app.feed_name is None and len(app.config.feeds) > 1:
+        names = ", ".join(app.config.feeds)
+        raise click.UsageError(
+            f"several feeds are configured ({names}); choose one with --feed, or see them all "
+            "with: deltasync status --all"
+        )
     with app.store() as store:
         result = audit.status(store, app.feed)
+        [found] = health.collect(store, [app.feed], dt.datetime.now(dt.UTC))
     if as_json:
-        click.echo(json.dumps(audit.as_json(result), indent=2))
+        data = audit.as_json(result)
+        view = found.as_json()
+        for key in ("last_run", "needs_attention", "attention", "next_action"):
+            data[key] = view[key]
+        click.echo(json.dumps(data, indent=2))
+        exit_for_reasons(result.feed, found.attention)
         return
     click.echo(f"feed {result.feed}  (store {result.store})")
     click.echo(
@@ -64,6 +93,20 @@ def status(app: AppContext, as_json: bool) -> None:
             f"  failed: batch {failed.seq} at {when(failed.resolved_at or failed.created_at)}"
             f"; its patrons were sent again"
         )
+    run = found.last_run
+    if run is None:
+        click.echo("  last run: none logged")
+    else:
+        click.echo(
+            f"  last run: {run.command} at {when(run.started_at)}: {run.outcome.value} "
+            f"(exit {run.outcome.exit_code})"
+        )
+    if found.rejected:
+        click.echo(f"  patrons whose current record Alma rejected: {found.rejected}")
+    for reason in found.attention:
+        click.echo(f"  ATTENTION: {reason}")
+    click.echo(f"  next action: {found.next_action}")
+    exit_for_reasons(result.feed, found.attention)
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

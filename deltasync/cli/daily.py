@@ -31,6 +31,7 @@ from .app import (
     require_file,
     when,
 )
+from .feeds import metrics_after
 
 PROGRESS_MIN_BYTES = 5 * 1024 * 1024
 RUN_DETAILS = 50
@@ -129,7 +130,11 @@ def _run(
     feed = app.feed
     path = extract if extract is not None else _configured_extract(feed)
     require_file(path, "extract")
-    with app.store() as store, _progress(path) as progress:
+    with (
+        app.store() as store,
+        metrics_after(app, store, enabled=not dry_run),
+        _progress(path) as progress,
+    ):
         result = job.run(
             store,
             feed,

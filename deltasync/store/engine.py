@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import stat
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,55 @@ def migrate(engine: Engine) -> None:
             command.upgrade(config, "head")
     except SQLAlchemyError as exc:
         raise StoreError(describe(exc, engine.url, doing="cannot open state store")) from exc
+
+
+@dataclass(frozen=True)
+class Revision:
+    """Where a store stands against the migrations this deltasync ships."""
+
+    exists: bool
+    """False for a SQLite file not created yet (the first command creates it)."""
+    current: frozenset[str]
+    head: str
+
+    @property
+    def up_to_date(self) -> bool:
+        """Whether the store is at this deltasync's newest migration."""
+        return self.current == {self.head}
+
+    @property
+    def newer(self) -> list[str]:
+        """Revisions this deltasync does not know: the store was written by a newer one."""
+        script = ScriptDirectory.from_config(alembic_config())
+        return sorted(self.current - {r.revision for r in script.walk_revisions()})
+
+
+def read_revision(url: str) -> Revision:
+    """The store's migration state, read without creating, migrating or writing anything.
+
+    ``migrate`` is what upgrades a store (every command that opens one does); this only says
+    whether it would. A SQLite file that is not a deltasync store raises StoreError.
+    """
+    from .failures import describe
+
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or not Path(parsed.database).exists():
+            return Revision(False, frozenset(), head)
+        _check_existing_sqlite_file(Path(parsed.database))
+    try:
+        engine = create_engine(parsed)
+    except (SQLAlchemyError, ImportError) as exc:
+        raise StoreError(f"cannot use state store {safe_url(url)}: {safe_text(url, exc)}") from exc
+    try:
+        with engine.connect() as connection:
+            return Revision(True, frozenset(_revisions(connection, engine.url)), head)
+    except SQLAlchemyError as exc:
+        raise StoreError(describe(exc, engine.url, doing="cannot open state store")) from exc
+    finally:
+        engine.dispose()
 
 
 def _revisions(connection: Connection, url: URL) -> set[str]:

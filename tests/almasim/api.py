@@ -29,7 +29,8 @@ class ApiError(Exception):
 
 
 _ROUTE = re.compile(
-    r"^/almaws/v1/conf/jobs/(?P<job>[^/]+)/instances(?:/(?P<instance>[^/]+)(?P<events>/events)?)?/?$"
+    r"^/almaws/v1/conf/jobs/(?P<job>[^/]+)"
+    r"(?P<instances>/instances(?:/(?P<instance>[^/]+)(?P<events>/events)?)?)?/?$"
 )
 
 
@@ -129,6 +130,8 @@ class AlmaApiServer:
         if match["job"] != sim.job_id:
             raise ApiError(400, "UNKNOWN_JOB", f"Job ID {match['job']} is not valid.")
         with sim.lock:
+            if match["instances"] is None:
+                return sim.job_json(self.base_url)
             if match["instance"] is None:
                 instances = _filter_dates(sim.history, query)
                 instances.sort(key=lambda i: (i.submit_time, int(i.id)), reverse=True)

@@ -174,6 +174,17 @@ class AlmaSimulator:
         names = [n for n in self.source.list() if n.endswith(".zip") and not n.startswith(".")]
         return sorted(names, key=lambda n: (self.source.mtime(n), n))
 
+    def job_json(self, base_url: str = "") -> dict[str, Any]:
+        """The ``job`` object of the Jobs API (``GET /conf/jobs/{job_id}``)."""
+        return {
+            "id": self.job_id,
+            "name": self.job_name,
+            "description": f"Synchronize users from the SIS using profile {self.profile_code}",
+            "type": {"value": "SCHEDULED", "desc": "Scheduled"},
+            "category": {"value": "USERS", "desc": "Users"},
+            "link": f"{base_url}/almaws/v1/conf/jobs/{self.job_id}",
+        }
+
     def instance(self, instance_id: str) -> JobInstance | None:
         """A recorded run by its id."""
         return next((i for i in self.history if i.id == instance_id), None)
