@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy import Connection, func, select
 
 from ..config import FeedConfig
-from ..store import Store, runs
-from ..store import ledger as led
-from ..store import snapshot as snap
+from ..store import Store, feeds, runs
+from ..store import batches as batch_store
+from ..store.tables import OPEN, BatchStatus, extract_t, patron_t
 
 _ABOUT_A_BATCH = re.compile(r"^batch \d+\b")
 """How the ledger words a reason about one batch (ledger.py): judged from the ledger instead."""
@@ -126,17 +126,17 @@ def collect(store: Store, feeds: list[FeedConfig], now: dt.datetime) -> list[Fee
 def health(conn: Connection, feed: FeedConfig, now: dt.datetime) -> FeedHealth:
     """The health of ``feed`` as of ``now``."""
     last_run = runs.last(conn, feed.name)
-    row = snap.find_feed(conn, feed.name)
+    row = feeds.find_feed(conn, feed.name)
     problems = _Problems(feed)
     problems.from_run(last_run)
     if row is None:
         return problems.verdict(FeedHealth(feed.name, now, last_run, None, 0, None, 0, 0, 0))
-    batches = led.batches(conn, row.id)
-    in_flight = [b for b in batches if b.status in led.OPEN]
-    confirmed = max((b.seq for b in batches if b.status == led.CONFIRMED), default=0)
-    failed = [b for b in batches if b.status == led.FAILED and b.seq > confirmed]
+    batches = batch_store.listed(conn, row.id)
+    in_flight = [b for b in batches if b.status in OPEN]
+    confirmed = max((b.seq for b in batches if b.status == BatchStatus.CONFIRMED), default=0)
+    failed = [b for b in batches if b.status == BatchStatus.FAILED and b.seq > confirmed]
     for batch in failed:
-        events = led.events(conn, batch.id)
+        events = batch_store.events(conn, batch.id)
         problems.failed(batch, events[-1][2] if events else None)
     for batch in in_flight:
         problems.in_flight(batch, now)
@@ -156,7 +156,7 @@ def health(conn: Connection, feed: FeedConfig, now: dt.datetime) -> FeedHealth:
 
 
 def _newest_extract(conn: Connection, feed_id: int) -> NewestExtract | None:
-    e = snap.extract_t.c
+    e = extract_t.c
     row = conn.execute(
         select(e.name, e.mtime, e.ingested_at, e.held_back)
         .where(e.feed_id == feed_id)
@@ -169,11 +169,11 @@ def _newest_extract(conn: Connection, feed_id: int) -> NewestExtract | None:
 
 
 def _rejected(conn: Connection, feed_id: int) -> int:
-    p = snap.patron_t.c
+    p = patron_t.c
     return int(
         conn.execute(
             select(func.count())
-            .select_from(snap.patron_t)
+            .select_from(patron_t)
             .where(
                 p.feed_id == feed_id,
                 p.rejected_digest.is_not(None),
@@ -212,7 +212,7 @@ class _Problems:
             if not _ABOUT_A_BATCH.match(reason):
                 self.add("run", f"the last {run.command} ({at}): {reason}")
 
-    def failed(self, batch: led.BatchState, why: str | None) -> None:
+    def failed(self, batch: batch_store.BatchState, why: str | None) -> None:
         because = f": {why}" if why else ""
         self.add(
             "failed",
@@ -221,12 +221,12 @@ class _Problems:
             batch.seq,
         )
 
-    def in_flight(self, batch: led.BatchState, now: dt.datetime) -> None:
+    def in_flight(self, batch: batch_store.BatchState, now: dt.datetime) -> None:
         delivery = self.feed.delivery
         if delivery is None:
             return
         timeout = delivery.pickup_timeout
-        if batch.status == led.BUILT and batch.last_error:
+        if batch.status == BatchStatus.BUILT and batch.last_error:
             self.add(
                 "undelivered",
                 f"batch {batch.seq} not delivered ({batch.attempts} failed attempt(s)): "
@@ -234,7 +234,9 @@ class _Problems:
                 batch.seq,
             )
         elif (
-            batch.status == led.UPLOADED and batch.uploaded_at and now - batch.uploaded_at > timeout
+            batch.status == BatchStatus.UPLOADED
+            and batch.uploaded_at
+            and now - batch.uploaded_at > timeout
         ):
             self.add(
                 "unread",
@@ -243,7 +245,7 @@ class _Problems:
                 batch.seq,
             )
         elif (
-            batch.status == led.PICKED_UP
+            batch.status == BatchStatus.PICKED_UP
             and batch.picked_up_at
             and now - batch.picked_up_at > timeout
         ):
