@@ -45,7 +45,8 @@ class Mail:
 
     @property
     def subject(self) -> str:
-        return str(self.message["Subject"])
+        # A long Subject is folded right after "Subject:"; the parser keeps the fold's space.
+        return str(self.message["Subject"]).strip()
 
     def part(self, subtype: str) -> str:
         """The text of the ``text/<subtype>`` part."""

@@ -82,8 +82,8 @@ def test_a_run_that_needs_attention_mails_and_posts_its_report(
 
     [mail] = smtp_server.wait_for(1)
     subject = (
-        "deltasync patrons: ATTENTION — 1 record(s) held back · 1 sent "
-        "(1 new, 0 changed, 0 departed, 0 returned)"
+        "deltasync patrons: ATTENTION - 1 record(s) held back (1 sent: "
+        "1 new, 0 changed, 0 departed, 0 returned)"
     )
     assert mail.subject == subject
     assert mail.sender == "deltasync@example.edu"
@@ -144,7 +144,7 @@ def test_a_run_that_went_well_notifies_only_with_on_always(
         return
     [mail] = smtp_server.wait_for(1)
     assert mail.subject == (
-        "deltasync patrons: OK — 2 sent (2 new, 0 changed, 0 departed, 0 returned)"
+        "deltasync patrons: OK - 2 sent: 2 new, 0 changed, 0 departed, 0 returned"
     )
     assert webhook_server.posts[0].json()["deltasync"]["outcome"] == "ok"
 
@@ -189,7 +189,10 @@ def test_a_refused_run_reaches_a_person(
     assert result.stderr == f"Error: refused: {message}\n"
 
     [mail] = smtp_server.wait_for(1)
-    assert mail.subject.startswith(f"deltasync patrons: REFUSED — refused: {truncated}: 40 of 40")
+    assert mail.subject == (
+        "deltasync patrons: REFUSED - short.xml: 40 of 40 patrons would depart (100.0%), over "
+        "max_departures = 5% for feed 'patrons'. C..."
+    )
     plain = mail.part("plain")
     assert f"What happened\n  - {message}\n" in plain
     assert "The run was refused and changed nothing. Check the extract" in plain
@@ -222,7 +225,8 @@ def test_a_failed_run_reaches_a_person(
         assert error == f"Error: {extract}: extract not found"
     [mail] = smtp_server.wait_for(1)
     reason = error.removeprefix("Error: ")
-    assert mail.subject.startswith(f"deltasync patrons: ERROR — the run stopped: {reason[:40]}")
+    name = extract.name
+    assert mail.subject.startswith(f"deltasync patrons: ERROR - the run stopped: {name}: ")
     assert f"What happened\n  - {reason}\n" in mail.part("plain")
     assert "The run stopped and changed nothing (the store is as it was)" in mail.part("plain")
     notice = webhook_server.posts[0].json()["deltasync"]
@@ -366,13 +370,13 @@ def test_replay_and_baseline_notify_too(
     assert replayed.exit_code in (0, 4), replayed.output
     first, *rest = smtp_server.wait_for(1)
     assert first.subject == (
-        "deltasync patrons: ATTENTION — 1 record(s) held back · 1 adopted, nothing sent"
+        "deltasync patrons: ATTENTION - 1 record(s) held back (1 adopted, nothing sent)"
     )
     assert "feed patrons: adopted 1 patrons from" in first.part("plain")
     assert first.part("plain").startswith("deltasync feed patrons: ATTENTION (baseline, exit 4)")
     if replayed.exit_code == 4:
         [second] = smtp_server.wait_for(2)[1:]
-        assert second.subject.startswith("deltasync patrons: ATTENTION — ")
+        assert second.subject.startswith("deltasync patrons: ATTENTION - ")
         assert "(replay, exit 4)" in second.part("plain")
     else:
         assert rest == []

@@ -25,6 +25,7 @@ def environment() -> Environment:
     )
     env.filters["local"] = local_time
     env.filters["duration"] = duration
+    env.filters["basename"] = lambda path: str(path).replace("\\", "/").rsplit("/", 1)[-1]
     return env
 
 

@@ -162,4 +162,4 @@ def next_steps(reasons: list[str]) -> list[str]:
 
 def _shorten(text: str, limit: int = 60) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."

@@ -11,6 +11,7 @@ report carries the error instead, so that it reaches a person too.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -108,23 +109,26 @@ class RunReport:
         if result.already_ingested_at is not None:
             changed = "extract already ingested"
         sent = f"{self.sent()} sent" if self.sent() else "nothing sent"
-        return f"{sent} ({changed})"
+        return f"{sent}: {changed}"
 
     def headline(self) -> str:
         """The outcome in a few words, most urgent first."""
         if self.outcome == Outcome.ERROR:
             return "the run stopped: " + _short(self.error or "error")
         if self.outcome == Outcome.REFUSED:
-            return "refused: " + _short(self.error or "a guard refused the run")
+            return _short(self.error or "a guard refused the run")
         words = reasons.headlines(self.attention)
         if not words:
             return self.counts_line()
         shown = "; ".join(words[:3]) + (f"; and {len(words) - 3} more" if len(words) > 3 else "")
-        return f"{shown} · {self.counts_line()}"
+        return f"{shown} ({self.counts_line()})"
 
     def subject(self) -> str:
-        """``deltasync patrons: ATTENTION — batch 41 failed in Alma · 52 sent (…)``."""
-        return f"deltasync {self.feed}: {self.outcome.value.upper()} — {self.headline()}"
+        """``deltasync patrons: ATTENTION - batch 41 failed in Alma (52 sent: ...)``.
+
+        ASCII, so that no mail program's decoding (or a filter rule) trips over it.
+        """
+        return f"deltasync {self.feed}: {self.outcome.value.upper()} - {self.headline()}"
 
     def next_steps(self) -> list[str]:
         """What a person does about this run, in the order of urgency."""
@@ -237,6 +241,11 @@ def _batch_json(batch: reads.Batch) -> dict[str, Any]:
     }
 
 
-def _short(text: str, limit: int = 90) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+def _short(text: str, limit: int = 100) -> str:
+    """One line of at most ``limit`` characters; a leading file path by its name alone."""
+    text = _LEADING_FOLDERS.sub("", " ".join(text.split()))
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+_LEADING_FOLDERS = re.compile(r"^/(?:[^/\s:]+/)+(?=[^/\s:]+: )")
+"""The folders of the path an error starts with: a subject line has room for the name only."""

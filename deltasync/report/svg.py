@@ -263,7 +263,7 @@ def timeline(spans: Sequence[Span], start: dt.datetime, end: dt.datetime) -> Mar
                 )
             )
     legend = [(label, colour, "bar") for label, colour in STAGES.values()]
-    legend += [(label, colour, "mark") for label, colour in MARKS.values()]
+    legend += [(label, colour, f"mark {name}") for name, (label, colour) in MARKS.items()]
     notes = [] if spans else ["no batch in this period"]
     return _svg(
         "batches", "Batches: built, uploaded, picked up, confirmed", height, parts, legend, notes
@@ -360,6 +360,11 @@ class _Plot:
         if not dates:
             return ""
         step = max(1, math.ceil(len(dates) / 8))
+        last = len(dates) - 1
+        # The last day is labelled too, unless it would run into the label before it.
+        shown = {i for i in range(0, len(dates), step)}
+        if last - max(shown) >= step / 2:
+            shown.add(last)
         labels = [
             _tag(
                 "text",
@@ -370,7 +375,7 @@ class _Plot:
                 class_="label",
             )
             for i, day in enumerate(dates)
-            if i % step == 0 or i == len(dates) - 1
+            if i in shown
         ]
         return "".join(labels)
 
@@ -406,10 +411,10 @@ def _svg(
 ) -> Markup:
     keys: list[str] = []
     for label, colour, shape in legend:
-        if shape == "line":
-            swatch = f'<span class="swatch line" style="border-color: {escape(colour)}"></span>'
-        else:
+        if shape == "bar":
             swatch = f'<span class="swatch" style="background: {escape(colour)}"></span>'
+        else:  # a dashed line, or a mark of the timeline (its shape is the CSS class's)
+            swatch = f'<span class="swatch {escape(shape)}" style="color: {escape(colour)}"></span>'
         keys.append(f"<li>{swatch}{escape(label)}</li>")
     notes_html = "".join(f'<p class="note">{escape(note)}</p>' for note in notes)
     body = "".join(parts)
