@@ -223,6 +223,8 @@ def test_a_failed_run_reaches_a_person(
     assert error.startswith(f"Error: {extract}")
     if case == "missing":
         assert error == f"Error: {extract}: extract not found"
+        # Told before the store was even opened: it is as it was (here: never made).
+        assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
     [mail] = smtp_server.wait_for(1)
     reason = error.removeprefix("Error: ")
     name = extract.name
@@ -248,9 +250,9 @@ def test_notices_that_cannot_be_sent_change_nothing_of_the_run(
     assert result.exit_code == 4, result.output  # the run's own exit code
     where = webhook_server.url.split("//")[1]
     assert result.stderr == (
-        f"WARNING: feed patrons: notice not sent: e-mail via 127.0.0.1:{closed}: "
+        f"Warning: feed patrons: notice not sent: e-mail via 127.0.0.1:{closed}: "
         "Connection refused\n"
-        f"WARNING: feed patrons: notice not sent: webhook http://{where}/…: "
+        f"Warning: feed patrons: notice not sent: webhook http://{where}/…: "
         "HTTP 500 Internal Server Error\n"
         f"ATTENTION: feed patrons: {HELD_BACK}\n"
     )
@@ -289,7 +291,7 @@ def test_webhook_retries_and_failures(
     assert result.exit_code == 4, result.output
     assert len(webhook_server.posts) == posts
     where = f"webhook http://{webhook_server.url.split('//')[1]}/…"
-    lines = [f"WARNING: feed patrons: notice not sent: {where}: {warning}"] if warning else []
+    lines = [f"Warning: feed patrons: notice not sent: {where}: {warning}"] if warning else []
     assert result.stderr.splitlines() == [*lines, f"ATTENTION: feed patrons: {HELD_BACK}"]
 
 
@@ -321,7 +323,7 @@ def test_mail_over_tls_with_a_login_from_the_environment(
         again = invoke(config, "run", str(duplicate_extract(tmp_path, 1)))
         assert again.exit_code == 4, again.output
         refused = (
-            f"WARNING: feed patrons: notice not sent: e-mail via 127.0.0.1:{server.port}: the "
+            f"Warning: feed patrons: notice not sent: e-mail via 127.0.0.1:{server.port}: the "
             "server refused the login (TEST_SMTP_USER): 535 5.7.8 Authentication credentials "
             "invalid"
         )
@@ -334,7 +336,7 @@ def test_mail_over_tls_with_a_login_from_the_environment(
         third = invoke(untrusted, "run", str(duplicate_extract(tmp_path, 2)))
         assert third.exit_code == 4, third.output
         assert third.stderr.splitlines()[0] == (
-            f"WARNING: feed patrons: notice not sent: e-mail via 127.0.0.1:{server.port}: the "
+            f"Warning: feed patrons: notice not sent: e-mail via 127.0.0.1:{server.port}: the "
             "server's certificate is not trusted: self-signed certificate"
         )
         assert len(server.received) == 1
@@ -471,7 +473,7 @@ def test_webhook_url_from_the_environment(
     unset = invoke(config, "run", str(duplicate_extract(tmp_path)))
     assert unset.exit_code == 4
     assert unset.stderr.splitlines()[0] == (
-        "WARNING: feed patrons: notice not sent: webhook the webhook in $TEST_WEBHOOK_URL: "
+        "Warning: feed patrons: notice not sent: webhook the webhook in $TEST_WEBHOOK_URL: "
         "notify.webhook.url_env names TEST_WEBHOOK_URL, which is not set (or empty)"
     )
     monkeypatch.setenv("TEST_WEBHOOK_URL", webhook_server.url + SECRET_PATH)

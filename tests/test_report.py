@@ -111,7 +111,7 @@ def test_a_report_that_cannot_be_written_leaves_the_run_as_it_was(
     result = invoke(config, "run", "--json", str(write(tmp_path, "a.xml", users(record("A")))))
     assert result.exit_code == 0, result.output
     assert result.stderr == (
-        f"WARNING: feed patrons: report not written: {missing}: cannot write the report: "
+        f"Warning: feed patrons: report not written: {missing}: cannot write the report: "
         "No such file or directory\n"
     )
     assert json.loads(result.stdout)["batch"]["seq"] == 1

@@ -125,12 +125,17 @@ def _run(
     app: AppContext, extract: Path | None, *, dry_run: bool, force: bool, as_json: bool
 ) -> None:
     feed = app.feed
+    found: list[Path] = []
 
-    def work(store: Store) -> job.RunResult:
-        # Inside the reported work: a missing extract is the SIS export that did not come,
+    def prepare() -> None:
+        # Reported like the run: a missing extract is the SIS export that did not come,
         # which must reach a person like any failed run.
         path = extract if extract is not None else _configured_extract(feed)
         require_file(path, "extract")
+        found.append(path)
+
+    def work(store: Store) -> job.RunResult:
+        [path] = found
         with metrics_after(app, store, enabled=not dry_run), _progress(path) as progress:
             return job.run(
                 store,
@@ -143,7 +148,7 @@ def _run(
             )
 
     command = "diff" if dry_run else "run"
-    run_reported(app, command, work, as_json=as_json, extract=extract)
+    run_reported(app, command, work, as_json=as_json, extract=extract, prepare=prepare)
 
 
 def _configured_extract(feed: FeedConfig) -> Path:

@@ -10,7 +10,6 @@ from pathlib import Path
 import click
 
 from .. import audit, job, ledger, recovery, retention
-from ..store import Store
 from ..store import backup as store_backup
 from .app import (
     CONTEXT_SETTINGS,
@@ -155,12 +154,14 @@ def baseline(app: AppContext, extract: Path, as_json: bool) -> None:
     Example:
       deltasync baseline incoming/patrons-full-2027-01-04.xml
     """
-
-    def work(store: Store) -> job.RunResult:
-        require_file(extract, "extract")
-        return job.baseline(store, app.feed, extract)
-
-    run_reported(app, "baseline", work, as_json=as_json, extract=extract)
+    run_reported(
+        app,
+        "baseline",
+        lambda store: job.baseline(store, app.feed, extract),
+        as_json=as_json,
+        extract=extract,
+        prepare=lambda: require_file(extract, "extract"),
+    )
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -5,7 +5,7 @@ notices, and the exit code.
 Notices go out whatever the end: a run refused by a guard, or stopped by an error (a missing
 extract, a broken file, an unreachable store), is exactly what must reach a person, so the
 failure is reported and notified before its error message and exit code. A notice or a report
-that cannot be sent or written is a ``WARNING:`` line on stderr (which cron mails) and in the
+that cannot be sent or written is a ``Warning:`` line on stderr (which cron mails) and in the
 log; it never changes the exit code.
 """
 
@@ -36,10 +36,24 @@ def run_reported(
     *,
     as_json: bool,
     extract: Path | None = None,
+    prepare: Callable[[], None] | None = None,
 ) -> None:
-    """Do ``work`` (a run, dry run, replay or baseline) in the store and report on it."""
+    """Do ``work`` (a run, dry run, replay or baseline) in the store and report on it.
+
+    ``prepare`` checks what can be checked before the store is opened (that the extract is
+    there): a failure there is reported and notified like the run's, and leaves the store
+    unopened.
+    """
     config, feed = app.config, app.feed
     run_log.started(feed.name, command, extract)
+    if prepare is not None:
+        try:
+            prepare()
+        except (DeltasyncError, click.ClickException) as exc:
+            if not isinstance(exc, click.UsageError):
+                stopped = run_report.for_failure(None, feed, command, _as_error(exc))
+                _warn(feed.name, after_run(None, config, feed, stopped))
+            raise
     problems: list[str] = []
     failure: Exception | None = None
     report: run_report.RunReport | None = None
@@ -48,6 +62,8 @@ def run_reported(
             try:
                 result = work(store)
             except (DeltasyncError, click.ClickException) as exc:
+                if isinstance(exc, click.UsageError):
+                    raise  # how the command was called, not how the night went
                 failure = exc
                 stopped = run_report.for_failure(store, feed, command, _as_error(exc))
                 problems = after_run(store, config, feed, stopped)
@@ -78,7 +94,7 @@ def _emit(app: AppContext, report: run_report.RunReport, as_json: bool) -> None:
 
 def _warn(feed: str, problems: list[str]) -> None:
     for problem in problems:
-        click.echo(f"WARNING: feed {feed}: {problem}", err=True)
+        click.echo(f"Warning: feed {feed}: {problem}", err=True)
 
 
 def _as_error(exc: DeltasyncError | click.ClickException) -> DeltasyncError:

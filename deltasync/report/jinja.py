@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import cache
+from typing import TYPE_CHECKING
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 
 @cache
 def environment() -> Environment:
     """The shared template environment (templates ship inside the package)."""
+    # Imported here: every command starts faster without it, and only reports need it.
+    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
     env = Environment(
         loader=PackageLoader("deltasync.report", "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),

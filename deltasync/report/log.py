@@ -52,8 +52,6 @@ def finished(report: RunReport) -> None:
         for code, ids in report.held_back_by_code().items():
             for match_id in ids:
                 log.warning("feed %s: held back %s: %s", feed, match_id, code)
-        if result.batch is not None and report.dry_run:
-            log.info("feed %s: dry run: would send %d records", feed, result.batch.records)
     for event in report.events:
         level = logging.WARNING if event.status in WARNING_EVENTS else logging.INFO
         log.log(level, "feed %s: batch %d %s", feed, event.seq, _event_text(event))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from importlib.metadata import PackageNotFoundError, version
 
 from . import text
@@ -67,7 +67,7 @@ def message(report: RunReport, settings: EmailSettings) -> EmailMessage:
     msg = EmailMessage()
     msg["Subject"] = report.subject()
     msg["From"] = settings.sender
-    msg["To"] = ", ".join(settings.to)
+    msg["To"] = ", ".join(formataddr(parseaddr(address)) for address in settings.to)
     msg["Date"] = formatdate(localtime=True)
     domain = parseaddr(settings.sender)[1].rpartition("@")[2] or None
     msg["Message-ID"] = make_msgid("deltasync", domain=domain)
