@@ -94,9 +94,10 @@ def test_a_run_that_needs_attention_mails_and_posts_its_report(
     assert plain.startswith("deltasync feed patrons: ATTENTION (run, exit 4)\nrun started ")
     assert f"Needs attention\n  - {HELD_BACK}\n" in plain
     assert "Held back by the checks (fix in the SIS)\n  match-id-duplicate (1): B\n" in plain
-    assert "What to do next\n  - Fix the held-back records (listed above by code) in the SIS" in (
-        plain
-    )
+    assert (
+        "What to do next\n  - Fix the held-back records (by match ID and check code in this "
+        "report) in the SIS: each goes out with the first extract that passes its checks.\n"
+    ) in plain
     assert "  held back B: match ID occurs more than once in the extract" in plain
     assert "Batches\n  - no batch is waiting for Alma\n" in plain
     html = mail.part("html")

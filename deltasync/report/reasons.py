@@ -75,15 +75,15 @@ KINDS = (
         "rejected",
         re.compile(r"^batch (?P<seq>\d+): Alma rejected (?P<count>\d+) patrons"),
         "Alma rejected {count} patron(s) in batch {seq}",
-        "Fix the rejected patrons (listed above) in the SIS or in Alma; a rejected record goes "
-        "out again when it changes, or with deltasync replay.",
+        "Fix the rejected patrons (by match ID in this report) in the SIS or in Alma; a "
+        "rejected record goes out again when it changes, or with deltasync replay.",
     ),
     Kind(
         "held-back",
         re.compile(r"^(?P<count>\d+) record\(s\) held back"),
         "{count} record(s) held back",
-        "Fix the held-back records (listed above by code) in the SIS: each goes out with the "
-        "first extract that passes its checks.",
+        "Fix the held-back records (by match ID and check code in this report) in the SIS: "
+        "each goes out with the first extract that passes its checks.",
     ),
     Kind(
         "unknown-file",
@@ -96,16 +96,16 @@ KINDS = (
         "cleanup",
         re.compile(r"^cannot delete "),
         "old files could not be deleted",
-        "Retention could not delete old files (named above); the next prune tries again.",
+        "Retention could not delete old files (the reason names them); the next prune tries again.",
     ),
     Kind(
         "hand-expiry",
         re.compile(r"^(?P<id>\S+): the stored record is unreadable and no earlier version"),
         "a departed patron needs expiring by hand",
-        "Expire the patron named above in Alma by hand: no expiration record could be built.",
+        "Expire the patron this reason names in Alma by hand: no expiration record could be built.",
     ),
 )
-GENERIC_STEP = "Read the reasons above; the run's own work is done, and the next run carries on."
+GENERIC_STEP = "Read the reasons; the run's own work is done, and the next run carries on."
 REFUSED_STEP = (
     "The run was refused and changed nothing. Check the extract; if it is right, run again "
     "with --force."
