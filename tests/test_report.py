@@ -150,3 +150,21 @@ def test_report_covers_every_feed_or_the_one_asked_for(
             r"0 departed, 0 held back; 0 batch\(es\)\n",
             result.stdout,
         )
+
+
+def test_a_report_page_per_feed_from_defaults(tmp_path: Path) -> None:
+    from deltasync.config import load
+    from deltasync.errors import ConfigError
+
+    config = tmp_path / "config.toml"
+    feeds = '[feeds.patrons]\ntimezone = "UTC"\n[feeds.staff]\ntimezone = "UTC"\n'
+    config.write_text(f'[defaults]\nreport_html = "www/{{feed}}.html"\n{feeds}')
+    loaded = load(config, environ={})
+    assert {name: feed.report_html for name, feed in loaded.feeds.items()} == {
+        "patrons": tmp_path / "www" / "patrons.html",
+        "staff": tmp_path / "www" / "staff.html",
+    }
+    # One page for two feeds would be overwritten by each in turn.
+    config.write_text(f'[defaults]\nreport_html = "www/all.html"\n{feeds}')
+    with pytest.raises(ConfigError, match="defaults.report_html: every feed needs its own"):
+        load(config, environ={})
