@@ -23,11 +23,17 @@ Use it as a library::
         result = run(store, config.feed("patrons"), Path("patrons.xml"))
 """
 
+import logging
+
 from .config import Config, FeedConfig
 from .config import load as load_config
 from .errors import DeltasyncError
 from .job import RunResult, run
 from .store import Store, open_store
+
+# A library logs, the application decides where to: without this, Python's last-resort
+# handler would print the library's warnings on stderr, which cron mails.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Config",

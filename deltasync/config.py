@@ -17,7 +17,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy.engine import URL, make_url
@@ -29,6 +29,8 @@ from .checks.settings import CheckSettings
 from .errors import ConfigError
 from .matchid import MatchIdRule
 from .redact import SECRET_PARAMETERS, redact
+from .report import settings as notify_settings
+from .report.settings import NotifySettings
 
 ENV_CONFIG = "DELTASYNC_CONFIG"
 ENV_STATE_URL = "DELTASYNC_STATE_URL"
@@ -152,6 +154,10 @@ class FeedConfig:
     checks: CheckSettings = field(default_factory=CheckSettings)
     retention_days: int = 365
     """Superseded records older than this lose their payload; 0 keeps everything."""
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    """Who hears about this feed's runs (``[notify]`` with ``[feeds.NAME.notify]`` over it)."""
+    report_html: Path | None = None
+    """This feed's HTML report, written after every run."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,10 @@ class Config:
     """Where node_exporter's textfile collector reads deltasync's metrics (metrics.py)."""
     feed_files: Mapping[str, Path] = field(default_factory=dict)
     """The file each feed is defined in: the main file or an included one."""
+    log_file: Path | Literal["-"] | None = None
+    """The run log: a file (reopened when logrotate moves it), ``-`` for stderr, or none."""
+    report_html: Path | None = None
+    """The HTML report of every feed, written after every run."""
 
     def feed(self, name: str | None) -> FeedConfig:
         """The feed called ``name``, or the only feed when ``name`` is None."""
@@ -208,7 +218,9 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Co
     """Build a :class:`Config` from already-decoded TOML ``data`` read from ``path``."""
     reader = _Reader(path)
     reader.keys(
-        data, "", {"state", "feeds", "alma", "checks", "include", "defaults", "metrics_file"}
+        data,
+        "",
+        {"state", "feeds", "alma", "checks", "include", "defaults", "metrics_file", *REPORT_KEYS},
     )
     state = reader.table(data, "state")
     reader.keys(state, "state", {"url"})
@@ -219,8 +231,12 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Co
         raise ConfigError(f"{path}: [feeds]: at least one feed must be configured")
     shared_checks = reader.table(data, "checks")
     check_settings.parse(shared_checks, "checks", reader.error)  # its errors name [checks]
+    shared_notify = _shared_notify(reader, data)
     readers = {s.name: _FeedReader(s, path) for s in sources}
-    feeds = {s.name: _feed(readers[s.name], s.name, s.table, shared_checks) for s in sources}
+    feeds = {
+        s.name: _feed(readers[s.name], s.name, s.table, shared_checks, shared_notify)
+        for s in sources
+    }
     alma = _alma(reader, reader.table(data, "alma"))
     for feed in feeds.values():
         if feed.delivery is not None and feed.delivery.confirm == "alma-api" and alma is None:
@@ -236,6 +252,7 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Co
                 "metrics_file", "a file path, e.g. /var/lib/node_exporter/deltasync.prom"
             )
         metrics_file = reader.path(raw_metrics)
+    log_file, report_html = _reports(reader, data)
     return Config(
         path=path,
         state_url=state_url,
@@ -243,6 +260,8 @@ def parse(data: Mapping[str, Any], path: Path, environ: Mapping[str, str]) -> Co
         alma=alma,
         metrics_file=metrics_file,
         feed_files={s.name: s.file for s in sources},
+        log_file=log_file,
+        report_html=report_html,
     )
 
 
@@ -315,6 +334,8 @@ FEED_KEYS = {
     "departure",
     "checks",
     "retention_days",
+    "notify",
+    "report_html",
 }
 DEPARTURE_KEYS = {
     "expiry",
@@ -326,7 +347,13 @@ DEPARTURE_KEYS = {
 }
 
 
-def _feed(reader: _Reader, name: str, table: object, shared_checks: dict[str, Any]) -> FeedConfig:
+def _feed(
+    reader: _Reader,
+    name: str,
+    table: object,
+    shared_checks: dict[str, Any],
+    shared_notify: dict[str, Any],
+) -> FeedConfig:
     where = f"feeds.{name}"
     if not isinstance(table, dict):
         raise reader.error(where, "must be a table")
@@ -372,7 +399,10 @@ def _feed(reader: _Reader, name: str, table: object, shared_checks: dict[str, An
         reader.error,
     )
     retention = reader.integer(table, f"{where}.retention_days", 365, minimum=0)
+    notify, report_html = _feed_reports(reader, where, table, shared_notify)
     return FeedConfig(
+        notify=notify,
+        report_html=report_html,
         retention_days=retention,
         checks=checks,
         encoding=encoding,
@@ -386,6 +416,51 @@ def _feed(reader: _Reader, name: str, table: object, shared_checks: dict[str, An
         records_per_part=per_part,
         departure=departure,
     )
+
+
+REPORT_KEYS = {"notify", "log_file", "report_html"}
+
+
+def _reports(
+    reader: _Reader, data: Mapping[str, Any]
+) -> tuple[Path | Literal["-"] | None, Path | None]:
+    """``log_file`` and ``report_html`` of the whole installation (``[notify]`` is per feed)."""
+    log_file: Path | Literal["-"] | None = None
+    if "log_file" in data:
+        raw = reader.string(data, "log_file", "")
+        if not raw.strip():
+            raise reader.error("log_file", "a file name, or '-' for stderr")
+        log_file = "-" if raw.strip() == "-" else reader.path(raw)
+    return log_file, _report_html(reader, data, "report_html")
+
+
+def _shared_notify(reader: _Reader, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level ``[notify]``, checked once so that its errors name the main file."""
+    shared = reader.table(data, "notify")
+    notify_settings.parse(shared, "notify", reader.error, reader.path)
+    return shared
+
+
+def _feed_reports(
+    reader: _Reader, where: str, table: dict[str, Any], shared: dict[str, Any]
+) -> tuple[NotifySettings, Path | None]:
+    own = reader.table(table, "notify", where)
+    notify = notify_settings.parse(
+        notify_settings.merged(shared, own),
+        f"{where}.notify" if own else "notify",
+        reader.error,
+        reader.path,
+    )
+    return notify, _report_html(reader, table, f"{where}.report_html")
+
+
+def _report_html(reader: _Reader, table: Mapping[str, Any], where: str) -> Path | None:
+    if "report_html" not in table:
+        return None
+    raw = reader.string(table, where, "")
+    if not raw.strip():
+        raise reader.error(where, "the HTML file to write, such as 'reports/deltasync.html'")
+    return reader.path(raw)
 
 
 SFTP_KEYS = {

@@ -21,10 +21,11 @@ from .errors import ConfigError
 
 FEED_PLACEHOLDER = "{feed}"
 """Replaced by the feed's name in [defaults] values of PER_FEED_PATHS."""
-PER_FEED_PATHS = ("extract", "outbox", "remote_dir")
+PER_FEED_PATHS = ("extract", "outbox", "remote_dir", "report_html")
 """Paths that differ from feed to feed: in [defaults] they take ``{feed}``."""
-MUST_DIFFER = ("outbox",)
-"""Two feeds never share an outbox, so a default outbox must contain ``{feed}``."""
+MUST_DIFFER = ("outbox", "report_html")
+"""Two feeds never share an outbox (nor a report page, which each would overwrite), so a
+default outbox must contain ``{feed}``."""
 
 
 @dataclass(frozen=True)

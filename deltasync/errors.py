@@ -36,6 +36,10 @@ class OutboxError(DeltasyncError):
     """A delta file cannot be written to the feed's outbox."""
 
 
+class ReportError(DeltasyncError):
+    """A report (the HTML page) cannot be written; the run it reports on stands."""
+
+
 class GuardRefused(DeltasyncError):
     """A safety guard refused the run; nothing was changed."""
 

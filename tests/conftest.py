@@ -136,3 +136,25 @@ def make_extract(tmp_path: Path) -> Callable[..., Path]:
 def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     """One throwaway OpenSSH server on loopback for the whole session."""
     yield from sshd_server(tmp_path_factory)
+
+
+@pytest.fixture
+def smtp_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real SMTP server (aiosmtpd) on loopback, plain; its ``received`` mails."""
+    from notices import SmtpServer
+
+    monkeypatch.setattr("deltasync.report.notify.RETRY_PAUSE", 0.05)
+    server = SmtpServer(tmp_path / "smtp").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webhook_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real HTTP listener on loopback; its ``posts``, and ``answers`` to give."""
+    from notices import WebhookServer
+
+    monkeypatch.setattr("deltasync.report.notify.RETRY_PAUSE", 0.05)
+    server = WebhookServer().start()
+    yield server
+    server.stop()

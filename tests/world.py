@@ -37,6 +37,10 @@ class World:
     rates: dict[str, float] = field(default_factory=dict)
     extracts: Path | None = None
     """Where generated extracts are kept; worlds with the same seed and rates may share it."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """More top-level configuration ([notify], report_html …)."""
+    start: dt.datetime = START
+    """Day 0's run."""
 
     def __post_init__(self) -> None:
         self.remote = self.root / "alma-inbox"
@@ -49,7 +53,11 @@ class World:
             "confirm": self.confirm,
             "departure": {"max_departures": "100%", "max_changes": "100%", **self.departure},
         }
-        data: dict[str, Any] = {"state": {"url": self.url}, "feeds": {"patrons": feed}}
+        data: dict[str, Any] = {
+            "state": {"url": self.url},
+            "feeds": {"patrons": feed},
+            **self.settings,
+        }
         if self.confirm == "alma-api":
             feed["job_id"] = "S20000"
             data["alma"] = {"base_url": "http://127.0.0.1:1", "api_key_env": "ALMA_TEST_KEY"}
@@ -73,7 +81,7 @@ class World:
             self.api.close()
 
     def now(self, day: int, hours: float = 0) -> dt.datetime:
-        return START + dt.timedelta(days=day, hours=hours)
+        return self.start + dt.timedelta(days=day, hours=hours)
 
     def extract(self, day: int) -> Path:
         folder = self.extracts or self.root / "incoming"

@@ -3,12 +3,13 @@
 ``app`` holds the group and what every command shares; the commands live in modules named for
 who uses them: ``daily`` (the scheduled run), ``audit`` (the feed and its batches),
 ``patrons`` (a patron's history, changes across patrons), ``recovery`` (repairs),
-``feeds`` (status of every feed, the metrics file), ``installation`` (init, doctor).
+``feeds`` (status of every feed, the metrics file), ``installation`` (init, doctor),
+``report`` (a feed over a period, as text, JSON or an HTML page).
 """
 
 from __future__ import annotations
 
-from . import audit, daily, installation, patrons, recovery
+from . import audit, daily, installation, patrons, recovery, report
 from .app import cli
 
 __all__ = ["cli", "main"]
@@ -18,6 +19,7 @@ _COMMANDS = (
     installation,
     patrons,
     recovery,
+    report,
 )  # imported for their @cli.command registrations
 
 

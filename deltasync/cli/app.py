@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 import click
 
-from .. import job
 from ..config import Config, FeedConfig, load, locate
 from ..errors import DeltasyncError, GuardRefused
 from ..store import Store, open_store
+from . import logs
 
 EXIT_GUARD = 3
 EXIT_ATTENTION = 4
@@ -48,11 +48,15 @@ class AppContext:
     config_path: Path | None
     feed_name: str | None
     _config: Config | None = None
+    verbosity: int = 0
+    """-1 with -q, 1 with -v: how much is logged, and whether reports go to stdout."""
 
     @property
     def config(self) -> Config:
         if self._config is None:
-            self._config = load(locate(self.config_path))
+            config = load(locate(self.config_path))
+            logs.configure(config.log_file, self.verbosity, where=f"{config.path}: log_file")
+            self._config = config
         return self._config
 
     @property
@@ -148,9 +152,24 @@ def json_option(command: F) -> F:
     help="Configuration file [default: $DELTASYNC_CONFIG, else ./config.toml].",
 )
 @click.option("--feed", "feed_name", help="Feed to work on; optional when only one is configured.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log debug lines too; without log_file the log goes to stderr.",
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No report on stdout, and log only warnings and errors (errors and ATTENTION lines "
+    "still go to stderr).",
+)
 @click.version_option(package_name="deltasync")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, feed_name: str | None) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, feed_name: str | None, verbose: bool, quiet: bool
+) -> None:
     """Send Alma only the patrons that changed.
 
     Diffs each full SIS extract against a snapshot of what was last sent and writes a zipped
@@ -161,12 +180,12 @@ def cli(ctx: click.Context, config_path: Path | None, feed_name: str | None) -> 
     Example (the nightly cron job):
       deltasync --config /etc/deltasync/config.toml run
     """
-    ctx.obj = AppContext(config_path, feed_name)
-
-
-def exit_for_attention(result: job.RunResult) -> None:
-    """Exit 4 when the result needs a person, saying why on stderr."""
-    exit_for_reasons(result.feed, result.attention)
+    if verbose and quiet:
+        raise click.UsageError("-v and -q contradict each other: give one of them")
+    verbosity = 1 if verbose else -1 if quiet else 0
+    logs.configure(None, verbosity)  # until the config names a log_file
+    ctx.call_on_close(logs.reset)
+    ctx.obj = AppContext(config_path, feed_name, verbosity=verbosity)
 
 
 def exit_for_reasons(feed: str, reasons: Sequence[str]) -> None:

@@ -18,24 +18,22 @@ from ..checks import CheckSettings, Policy
 from ..checks.findings import summary_lines
 from ..config import FeedConfig, locate
 from ..matchid import MatchIdRule
+from ..store import Store
 from .app import (
     CONTEXT_SETTINGS,
     EXIT_ATTENTION,
     AppContext,
     F,
     cli,
-    exit_for_attention,
     json_option,
     pass_app,
     reports_errors,
     require_file,
-    when,
 )
 from .feeds import metrics_after
+from .reporting import run_reported
 
 PROGRESS_MIN_BYTES = 5 * 1024 * 1024
-RUN_DETAILS = 50
-"""Findings listed one by one in ``run``'s text output; ``--json`` and ``check`` list more."""
 
 
 def _extract_argument(command: F) -> F:
@@ -128,27 +126,30 @@ def _run(
     app: AppContext, extract: Path | None, *, dry_run: bool, force: bool, as_json: bool
 ) -> None:
     feed = app.feed
-    path = extract if extract is not None else _configured_extract(feed)
-    require_file(path, "extract")
-    with (
-        app.store() as store,
-        metrics_after(app, store, enabled=not dry_run),
-        _progress(path) as progress,
-    ):
-        result = job.run(
-            store,
-            feed,
-            path,
-            alma=app.config.alma,
-            dry_run=dry_run,
-            force=force,
-            progress=progress,
-        )
-    if as_json:
-        click.echo(json.dumps(result.as_json(), indent=2))
-    else:
-        _print_run(result)
-    exit_for_attention(result)
+    found: list[Path] = []
+
+    def prepare() -> None:
+        # Reported like the run: a missing extract is the SIS export that did not come,
+        # which must reach a person like any failed run.
+        path = extract if extract is not None else _configured_extract(feed)
+        require_file(path, "extract")
+        found.append(path)
+
+    def work(store: Store) -> job.RunResult:
+        [path] = found
+        with metrics_after(app, store, enabled=not dry_run), _progress(path) as progress:
+            return job.run(
+                store,
+                feed,
+                path,
+                alma=app.config.alma,
+                dry_run=dry_run,
+                force=force,
+                progress=progress,
+            )
+
+    command = "diff" if dry_run else "run"
+    run_reported(app, command, work, as_json=as_json, extract=extract, prepare=prepare)
 
 
 def _configured_extract(feed: FeedConfig) -> Path:
@@ -180,45 +181,3 @@ def _progress(path: Path) -> Iterator[Callable[[int], None] | None]:
                 seen = position
 
         yield advance
-
-
-def _print_run(result: job.RunResult) -> None:
-    prefix = "dry run: " if result.dry_run else ""
-    click.echo(f"{prefix}feed {result.feed}: {result.extract}")
-    if result.already_ingested_at is not None:
-        click.echo(f"  already ingested {when(result.already_ingested_at)}; no new changes")
-    else:
-        _print_diff(result)
-    if result.batch is not None:
-        b = result.batch
-        carried = f", {result.carried_over} carried over" if result.carried_over else ""
-        click.echo(f"  batch {b.seq}: {b.file} ({b.records} records{carried}, {b.parts} part(s))")
-    elif not result.dry_run:
-        click.echo("  nothing to send: no file written")
-    for event in result.ledger_events:
-        click.echo(f"  ledger: {event}")
-    for reason in result.attention:
-        click.echo(f"  ATTENTION: {reason}")
-
-
-def _print_diff(result: job.RunResult) -> None:
-    c = result.counts
-    click.echo(
-        f"  {result.records} patrons: {c.new} new, {c.changed} changed, {c.unchanged} "
-        f"unchanged, {c.departed} departed, {c.returned} returned, {c.held_back} held back"
-    )
-    if result.departed_without_record:
-        click.echo(
-            f"  {result.departed_without_record} departed patrons already expire in "
-            "Alma: no expiration record needed"
-        )
-    if result.rehashed:
-        click.echo(f"  hash recipe changed: re-hashed {result.rehashed} snapshot records")
-    for held in result.held_back:
-        where = "; ".join(held.where)
-        click.echo(f"  held back {held.match_id or '(no match ID)'}: {held.reason} ({where})")
-    for orphan in result.orphans:
-        click.echo(f"  set aside {orphan}: a crashed run left it and the store never recorded it")
-    if result.findings.total:
-        for line in summary_lines(result.findings, details=RUN_DETAILS):
-            click.echo(f"  {line}")

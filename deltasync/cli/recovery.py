@@ -15,7 +15,6 @@ from .app import (
     CONTEXT_SETTINGS,
     AppContext,
     cli,
-    exit_for_attention,
     exit_for_reasons,
     json_option,
     pass_app,
@@ -24,6 +23,7 @@ from .app import (
     when,
 )
 from .audit import batch
+from .reporting import run_reported
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -46,22 +46,12 @@ def replay(app: AppContext, since: int | None, as_json: bool) -> None:
     Example:
       deltasync replay --since 812
     """
-    with app.store() as store:
-        result = job.replay(store, app.config, app.feed, since=since)
-    if as_json:
-        click.echo(json.dumps(result.as_json(), indent=2))
-        exit_for_attention(result)
-        return
-    if result.batch is None:
-        click.echo("nothing to send: Alma has confirmed every current record")
-    else:
-        b = result.batch
-        click.echo(f"batch {b.seq}: {b.file} ({b.records} records, {b.parts} part(s))")
-    for event in result.ledger_events:
-        click.echo(f"ledger: {event}")
-    for reason in result.attention:
-        click.echo(f"ATTENTION: {reason}")
-    exit_for_attention(result)
+    run_reported(
+        app,
+        "replay",
+        lambda store: job.replay(store, app.config, app.feed, since=since),
+        as_json=as_json,
+    )
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
@@ -164,20 +154,14 @@ def baseline(app: AppContext, extract: Path, as_json: bool) -> None:
     Example:
       deltasync baseline incoming/patrons-full-2027-01-04.xml
     """
-    require_file(extract, "extract")
-    with app.store() as store:
-        result = job.baseline(store, app.feed, extract)
-    if as_json:
-        click.echo(json.dumps(result.as_json(), indent=2))
-    else:
-        held = f", {result.counts.held_back} held back" if result.counts.held_back else ""
-        click.echo(
-            f"feed {result.feed}: adopted {result.counts.new} patrons from {result.extract} "
-            f"as confirmed{held}; nothing was sent"
-        )
-        for reason in result.attention:
-            click.echo(f"ATTENTION: {reason}")
-    exit_for_attention(result)
+    run_reported(
+        app,
+        "baseline",
+        lambda store: job.baseline(store, app.feed, extract),
+        as_json=as_json,
+        extract=extract,
+        prepare=lambda: require_file(extract, "extract"),
+    )
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -14,6 +14,7 @@ final ``.zip``, which is never overwritten.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import stat
 import sys
@@ -39,6 +40,7 @@ T = TypeVar("T")
 PRIVATE_MODE = 0o600
 """Delta files hold personal data: other accounts on the server must not read them."""
 UPLOAD_BLOCK = 32768
+log = logging.getLogger("deltasync.sftp")
 
 
 class SftpTransport:
@@ -189,8 +191,17 @@ class SftpTransport:
             raise
         return result
 
-    def _forget_connection(self, _state: RetryCallState) -> None:
+    def _forget_connection(self, state: RetryCallState) -> None:
         self._disconnect()
+        error = None if state.outcome is None else state.outcome.exception()
+        pause = 0.0 if state.next_action is None else state.next_action.sleep
+        log.warning(
+            "attempt %d of %d failed: %s; trying again in %.0f s",
+            state.attempt_number,
+            self.settings.attempts,
+            error,
+            pause,
+        )
 
     def _disconnect(self) -> None:
         if self._session is not None:
