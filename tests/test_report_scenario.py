@@ -36,8 +36,9 @@ from deltasync.report import log as run_log
 from deltasync.report import reads
 from deltasync.report import run as run_report
 from deltasync.report.after import after_run
-from deltasync.store import ledger as led
-from deltasync.store import snapshot as snap
+from deltasync.store import batches as led
+from deltasync.store import tables as tb
+from deltasync.store.feeds import find_feed
 
 PATRONS = 60
 DAYS = 12
@@ -334,21 +335,21 @@ def test_no_personal_data_beyond_match_ids(scenario: Scenario) -> None:
 def _store_numbers(scenario: Scenario) -> dict[str, Any]:
     tz = scenario.world.feed.timezone
     with scenario.world.store.read() as conn:
-        row = snap.find_feed(conn, "patrons")
+        row = find_feed(conn, "patrons")
         assert row is not None
         days: dict[str, Counter[str]] = defaultdict(Counter)
-        for e in conn.execute(select(snap.extract_t).where(snap.extract_t.c.feed_id == row.id)):
+        for e in conn.execute(select(tb.extract_t).where(tb.extract_t.c.feed_id == row.id)):
             day = e.ingested_at.astimezone(tz).date().isoformat()
             for kind in ("new", "changed", "returned", "departed", "held_back"):
                 days[day][kind] += getattr(e, kind)
         batches = {b.seq: (b.status, b.records) for b in reads.batches(conn, row.id)}
         present = conn.execute(
             select(func.count())
-            .select_from(snap.patron_t)
-            .where(snap.patron_t.c.feed_id == row.id, snap.patron_t.c.state == snap.PRESENT)
+            .select_from(tb.patron_t)
+            .where(tb.patron_t.c.feed_id == row.id, tb.patron_t.c.state == tb.PatronState.PRESENT)
         ).scalar_one()
         awaiting = led.awaiting_confirmation(conn, row.id)
-        in_flight = len(led.batches(conn, row.id, led.OPEN))
+        in_flight = len(led.listed(conn, row.id, tb.OPEN))
     return {
         "days": days,
         "batches": batches,

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..store import ledger as led
+from ..store import tables as tb
 from .reads import Event
 from .run import Outcome, RunReport
 
 log = logging.getLogger("deltasync.run")
-WARNING_EVENTS = {"attempt_failed", led.FAILED}
+WARNING_EVENTS = {"attempt_failed", tb.BatchStatus.FAILED}
 """Ledger events worth a warning; the rest are the normal course of a batch."""
 
 

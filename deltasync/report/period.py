@@ -19,8 +19,9 @@ from sqlalchemy import func, select
 
 from ..config import FeedConfig
 from ..store import Store, runs
-from ..store import ledger as led
-from ..store import snapshot as snap
+from ..store import batches as led
+from ..store import tables as tb
+from ..store.feeds import find_feed
 from . import reads
 
 DEFAULT_DAYS = 90
@@ -70,7 +71,9 @@ class Span:
         """From the upload to Alma's pickup: how long the file sat in remote_dir."""
         if self.uploaded_at is None:
             return None
-        end = self.picked_up_at or (self.resolved_at if self.status != led.UPLOADED else None)
+        end = self.picked_up_at or (
+            self.resolved_at if self.status != tb.BatchStatus.UPLOADED else None
+        )
         return None if end is None else end - self.uploaded_at
 
 
@@ -152,15 +155,13 @@ def feed_report(
     start = end - dt.timedelta(days=days - 1)
     since = dt.datetime.combine(start, dt.time(), tz)
     with store.read() as conn:
-        row = snap.find_feed(conn, feed.name)
+        row = find_feed(conn, feed.name)
         last_run = runs.last(conn, feed.name)
         if row is None:
             state = _state(last_run, None, [], 0, 0, [], now)
             return FeedReport(feed.name, tz, start, end, now, state, _days(start, end), [], [], [])
         extracts = conn.execute(
-            select(snap.extract_t)
-            .where(snap.extract_t.c.feed_id == row.id)
-            .order_by(snap.extract_t.c.id)
+            select(tb.extract_t).where(tb.extract_t.c.feed_id == row.id).order_by(tb.extract_t.c.id)
         ).all()
         daily = _daily(feed, extracts, start, end)
         spans = _spans(conn, row.id, since)
@@ -173,14 +174,14 @@ def feed_report(
         ]
         present = conn.execute(
             select(func.count())
-            .select_from(snap.patron_t)
-            .where(snap.patron_t.c.feed_id == row.id, snap.patron_t.c.state == snap.PRESENT)
+            .select_from(tb.patron_t)
+            .where(tb.patron_t.c.feed_id == row.id, tb.patron_t.c.state == tb.PatronState.PRESENT)
         ).scalar_one()
         last = extracts[-1] if extracts else None
         state = _state(
             last_run,
             None if last is None else (last.name, last.records, last.ingested_at),
-            reads.batches(conn, row.id, statuses=led.OPEN),
+            reads.batches(conn, row.id, statuses=tb.OPEN),
             led.awaiting_confirmation(conn, row.id),
             int(present),
             flagged,

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, and_, select
 
-from ..store import ledger as led
 from ..store import runs
-from ..store import snapshot as snap
+from ..store import tables as tb
 
 _VALUE = re.compile(r"\bvalue\s+\S+")
 _EMAIL = re.compile(r"[^\s@<>()\"']+@[^\s@<>()\"']+")
@@ -82,8 +81,8 @@ def batches(
     since: dt.datetime | None = None,
 ) -> list[Batch]:
     """The feed's batches in sequence order: those in ``statuses``, or touched since ``since``."""
-    b = snap.batch_t.c
-    query = select(snap.batch_t).where(b.feed_id == feed_id).order_by(b.seq)
+    b = tb.batch_t.c
+    query = select(tb.batch_t).where(b.feed_id == feed_id).order_by(b.seq)
     if statuses is not None:
         query = query.where(b.status.in_(list(statuses)))
     rows = [
@@ -102,18 +101,16 @@ def batches(
         for r in conn.execute(query)
     ]
     if since is not None:
-        rows = [
-            r for r in rows if r.status in led.OPEN or r.since >= since or r.created_at >= since
-        ]
+        rows = [r for r in rows if r.status in tb.OPEN or r.since >= since or r.created_at >= since]
     return rows
 
 
 def events(conn: Connection, feed_id: int, since: dt.datetime) -> list[Event]:
     """The ledger events of the feed's batches recorded at or after ``since``, oldest first."""
-    e, b = led.event_t.c, snap.batch_t.c
+    e, b = tb.event_t.c, tb.batch_t.c
     rows = conn.execute(
         select(b.seq, e.at, e.status, e.message)
-        .join(snap.batch_t, b.id == e.batch_id)
+        .join(tb.batch_t, b.id == e.batch_id)
         .where(b.feed_id == feed_id, e.at >= since)
         .order_by(e.id)
     )
@@ -122,12 +119,12 @@ def events(conn: Connection, feed_id: int, since: dt.datetime) -> list[Event]:
 
 def rejected(conn: Connection, feed_id: int, seqs: Iterable[int] | None = None) -> list[Rejected]:
     """Patrons Alma rejected, in the given batches or in every batch, by batch and match ID."""
-    m, p, b = led.member_t.c, snap.patron_t.c, snap.batch_t.c
+    m, p, b = tb.member_t.c, tb.patron_t.c, tb.batch_t.c
     query = (
         select(p.match_id, b.seq, m.reason, b.resolved_at, b.created_at)
-        .join(snap.patron_t, p.id == m.patron_id)
-        .join(snap.batch_t, b.id == m.batch_id)
-        .where(b.feed_id == feed_id, m.outcome == led.REJECTED)
+        .join(tb.patron_t, p.id == m.patron_id)
+        .join(tb.batch_t, b.id == m.batch_id)
+        .where(b.feed_id == feed_id, m.outcome == tb.MemberOutcome.REJECTED)
         .order_by(b.seq, p.match_key)
     )
     if seqs is not None:
@@ -140,14 +137,14 @@ def rejected(conn: Connection, feed_id: int, seqs: Iterable[int] | None = None) 
 
 def still_rejected(conn: Connection, feed_id: int) -> list[Rejected]:
     """Patrons whose current record Alma rejected: it is not sent again until it changes."""
-    m, p, b = led.member_t.c, snap.patron_t.c, snap.batch_t.c
+    m, p, b = tb.member_t.c, tb.patron_t.c, tb.batch_t.c
     rows = conn.execute(
         select(p.match_id, b.seq, m.reason, b.resolved_at, b.created_at)
-        .join(led.member_t, and_(m.patron_id == p.id, m.version_id == p.current_version_id))
-        .join(snap.batch_t, b.id == m.batch_id)
+        .join(tb.member_t, and_(m.patron_id == p.id, m.version_id == p.current_version_id))
+        .join(tb.batch_t, b.id == m.batch_id)
         .where(
             p.feed_id == feed_id,
-            m.outcome == led.REJECTED,
+            m.outcome == tb.MemberOutcome.REJECTED,
             p.rejected_digest.is_not(None),
             p.rejected_digest == p.digest,
         )
@@ -175,7 +172,7 @@ def ingests(conn: Connection, feed_name: str, feed_id: int, since: dt.datetime) 
     nothing; only the run that recorded an extract (at the run's own start) says what the
     snapshot holds back now.
     """
-    e = snap.extract_t.c
+    e = tb.extract_t.c
     ingested_at = {
         at
         for (at,) in conn.execute(
@@ -192,7 +189,7 @@ def ingests(conn: Connection, feed_name: str, feed_id: int, since: dt.datetime) 
 
 def last_ingest(conn: Connection, feed_name: str, feed_id: int) -> Ingest | None:
     """The newest run that ingested an extract, if the run log still has it."""
-    e = snap.extract_t.c
+    e = tb.extract_t.c
     newest = conn.execute(
         select(e.ingested_at).where(e.feed_id == feed_id).order_by(e.id.desc()).limit(1)
     ).scalar_one_or_none()

@@ -21,8 +21,9 @@ from ..config import FeedConfig
 from ..errors import DeltasyncError, GuardRefused
 from ..job import RunResult
 from ..store import Store, runs
-from ..store import ledger as led
-from ..store import snapshot as snap
+from ..store import batches as led
+from ..store import tables as tb
+from ..store.feeds import find_feed
 from . import reads, reasons
 
 Outcome = runs.Outcome
@@ -192,19 +193,19 @@ def for_failure(
 def _with_store(report: RunReport, store: Store, feed: FeedConfig) -> RunReport:
     with store.read() as conn:
         entry = _logged(conn, report)
-        row = snap.find_feed(conn, feed.name)
+        row = find_feed(conn, feed.name)
         if row is None:
             return _replace(report, entry)
         events = [] if entry is None else reads.events(conn, row.id, entry.started_at)
-        confirmed = {e.seq for e in events if e.status == led.CONFIRMED}
-        failed_now = {e.seq for e in events if e.status == led.FAILED}
+        confirmed = {e.seq for e in events if e.status == tb.BatchStatus.CONFIRMED}
+        failed_now = {e.seq for e in events if e.status == tb.BatchStatus.FAILED}
         failed = [b for b in reads.batches(conn, row.id) if b.seq in failed_now]
         return _replace(
             report,
             entry,
             events=events,
             rejected=reads.rejected(conn, row.id, confirmed) if confirmed else [],
-            waiting=reads.batches(conn, row.id, statuses=led.OPEN),
+            waiting=reads.batches(conn, row.id, statuses=tb.OPEN),
             failed=failed,
             awaiting_confirmation=led.awaiting_confirmation(conn, row.id),
         )
