@@ -192,10 +192,14 @@ def _round_done(store: Store, feed: str, extract: Path, round_start: dt.datetime
             return None
         if last.started_at < max(round_start, written) or _undelivered(conn, feed):
             return None
-    return (
+    done = (
         f"nothing new since its run at {last.started_at.astimezone(dt.UTC):%Y-%m-%d %H:%M:%SZ}"
         f" ({last.outcome.value})"
     )
+    if last.outcome in (runs.Outcome.ERROR, runs.Outcome.REFUSED):
+        # Someone who fixed the cause (a config key, the lock) wants it run now, not next round.
+        done += f"; to run it again now: deltasync --feed {feed} run"
+    return done
 
 
 def _undelivered(conn: Connection, feed: str) -> bool:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import generate_extract
+import pytest
 from helpers import invoke, write
+from notices import WebhookServer
 from procs import Command
 from sshd import SshServer
+from test_status_all import metrics
+from test_unattended import directives
 
 from deltasync.many import RUNNING_ELSEWHERE
 from deltasync.store import open_store, runs
@@ -19,6 +26,7 @@ FEEDS = [f"m{n:02d}" for n in range(1, 31)]
 BAD, OUTAGE, GUARDED = "m03", "m07", "m12"
 MAIN = """
 include = ["feeds.d/*.toml"]
+{top}
 
 [state]
 url = "{url}"
@@ -37,14 +45,14 @@ max_changes = "100%"
 """
 
 
-def consortium(tmp_path: Path, url: str) -> Path:
+def consortium(tmp_path: Path, url: str, top: str = "", tables: str = "") -> Path:
     """30 member feeds, one file each under feeds.d/, sharing the main file's [defaults]."""
     (tmp_path / "feeds.d").mkdir()
     for name in FEEDS:
         (tmp_path / "alma" / name).mkdir(parents=True)
         member(tmp_path, name, "")
     path = tmp_path / "config.toml"
-    path.write_text(MAIN.format(url=url), encoding="utf-8")
+    path.write_text(MAIN.format(url=url, top=top) + tables, encoding="utf-8")
     return path
 
 
@@ -193,7 +201,8 @@ attempts = 1
         )
         outcome = "refused" if name == GUARDED else "error" if name == BAD else "ok"
         assert end["skipped"].startswith("nothing new since its run at "), end
-        assert end["skipped"].endswith(f" ({outcome})"), end
+        again = f"; to run it again now: deltasync --feed {name} run"
+        assert end["skipped"].endswith(f" ({outcome})" + (again if outcome != "ok" else "")), end
 
 
 def test_two_workers_share_a_round_on_postgresql(pg_url: str, tmp_path: Path) -> None:
@@ -225,3 +234,91 @@ def test_two_workers_share_a_round_on_postgresql(pg_url: str, tmp_path: Path) ->
             assert [(r.command, r.outcome) for r in logged] == [("run", runs.Outcome.OK)] * 2
             assert [r.batch_seq for r in logged] == [1, 2], name
             assert logged[0].finished_at <= logged[1].started_at, name
+
+
+def test_each_feed_is_notified_and_in_the_metrics_as_after_a_single_run(
+    sqlite_url: str, tmp_path: Path, webhook_server: WebhookServer
+) -> None:
+    (tmp_path / "textfile").mkdir()
+    prom = tmp_path / "textfile" / "deltasync.prom"
+    hook = f'\n[notify.webhook]\nurl = "{webhook_server.url}/hook"\ntimeout = 2\n'
+    config = consortium(
+        tmp_path, sqlite_url, top='metrics_file = "textfile/deltasync.prom"', tables=hook
+    )
+    for name in FEEDS:
+        extract(tmp_path, name, 0)
+    broken = write(tmp_path / "incoming" / BAD, "patrons-day0.xml", "<users><user>")
+
+    result = invoke(config, "run", "--all", "--jobs", "3")
+
+    assert result.exit_code == 1, result.output
+    # Notices go out on attention (the default), so only the broken feed's.
+    [post] = webhook_server.posts
+    notice = post.json()["deltasync"]
+    assert (notice["feed"], notice["outcome"]) == (BAD, "error")
+    assert notice["error"].startswith(f"{broken}: line 1, column 14: ")
+    found = metrics(prom)
+    for name in FEEDS:
+        code = found[("deltasync_last_run_exit_code", (("feed", name),))]
+        assert code == (1 if name == BAD else 0), name
+
+
+def test_all_refuses_what_belongs_to_one_feed(sqlite_url: str, tmp_path: Path) -> None:
+    config = consortium(tmp_path, sqlite_url)
+    for args, message in [
+        (["--feed", "m01", "run", "--all"], "--all runs every feed; leave out --feed"),
+        (
+            ["run", "--all", "x.xml"],
+            "--all runs each feed on its `extract` setting; give no EXTRACT",
+        ),
+        (
+            ["run", "--all", "--dry-run"],
+            "--all does not take --dry-run; see one feed with diff --feed NAME",
+        ),
+        (
+            ["run", "--all", "--force"],
+            "--force overrides one feed's guard after you checked its extract: use run --feed "
+            "NAME --force",
+        ),
+        (["--feed", "m01", "run", "--jobs", "2"], "--jobs goes with --all"),
+        (["--feed", "m01", "run", "--round-minutes", "5"], "--round-minutes goes with --all"),
+    ]:
+        result = invoke(config, *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.splitlines()[-1] == f"Error: {message}", args
+    result = invoke(config, "run", "--all", "--jobs", "0")
+    assert result.exit_code == 2
+    assert "Invalid value for '--jobs': 0 is not in the range 1<=x<=64." in result.stderr
+    assert not (tmp_path / "state").exists()  # nothing was opened, nothing ran
+
+
+def test_the_all_feeds_units_are_the_feed_units_running_run_all(tmp_path: Path) -> None:
+    units = Path(__file__).resolve().parent.parent / "contrib" / "systemd"
+    one, every = (
+        directives(units / "deltasync@.service"),
+        directives(units / "deltasync-all.service"),
+    )
+    assert every.pop("ExecStart") == ["/usr/local/bin/deltasync run --all --jobs 4"]
+    assert every.pop("Description") == ["deltasync: send Alma the changed patrons of every feed"]
+    del one["ExecStart"], one["Description"]
+    assert every == one  # the same user, hardening and paths
+    timer = directives(units / "deltasync-all.timer")
+    assert timer["Unit"] == ["deltasync-all.service"] and timer["Persistent"] == ["true"]
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze not found (Debian's systemd package has it)")
+    deltasync = Path(sys.executable).parent / "deltasync"
+    service = (units / "deltasync-all.service").read_text(encoding="utf-8")
+    (tmp_path / "deltasync-all.service").write_text(
+        service.replace("/usr/local/bin/deltasync", str(deltasync)), encoding="utf-8"
+    )
+    shutil.copy(units / "deltasync-all.timer", tmp_path / "deltasync-all.timer")
+    result = subprocess.run(
+        [analyze, "verify", "deltasync-all.service", "deltasync-all.timer"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
