@@ -122,14 +122,19 @@ def run_all(
     if store.engine.url.get_backend_name() == "sqlite":
         writes = _Turns()
     round_start = started - round_window
-    url = store.engine.url
-    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="deltasync-feed") as pool:
+    url = store.engine.url.render_as_string(hide_password=False)
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="deltasync-feed")
+    try:
         pending: dict[Future[_Ran], FeedConfig] = {
             pool.submit(_one, url, writes, config, feed, round_start): feed
             for feed in config.feeds.values()
         }
         for future in as_completed(pending):
             yield _reported(store, config, pending[future], future.result())
+    finally:
+        # Interrupted (Ctrl-C, a failing caller): feeds not begun are not begun; those
+        # running end as they would, each in its own transaction.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -142,7 +147,7 @@ class _Ran:
 
 
 def _one(
-    url: Any,
+    url: str,
     writes: AbstractContextManager[Any],
     config: Config,
     feed: FeedConfig,
