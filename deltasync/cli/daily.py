@@ -80,7 +80,7 @@ def run(
     or that already ran this round with nothing new since, is skipped.
 
     \b
-    Examples:
+    Example:
       deltasync run incoming/patrons-2027-01-04.xml --json
       deltasync run --all --jobs 4
     """
