@@ -32,6 +32,7 @@ from .app import (
 )
 from .feeds import metrics_after
 from .reporting import run_reported
+from .runall import run_all_feeds
 
 PROGRESS_MIN_BYTES = 5 * 1024 * 1024
 
@@ -46,20 +47,70 @@ def _extract_argument(command: F) -> F:
 @_extract_argument
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; change nothing.")
 @click.option("--force", is_flag=True, help="Run even when a guard would refuse.")
+@click.option("--all", "all_feeds", is_flag=True, help="Run every configured feed.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    help="With --all: how many feeds run at a time [default: 1].",
+)
+@click.option(
+    "--round-minutes",
+    type=click.IntRange(0, 24 * 60),
+    help="With --all: a run of a feed that began up to this long before this one counts as "
+    "this round's, so the feed is skipped as nothing new [default: 15].",
+)
 @json_option
 @pass_app
 @reports_errors
-def run(app: AppContext, extract: Path | None, dry_run: bool, force: bool, as_json: bool) -> None:
+def run(
+    app: AppContext,
+    extract: Path | None,
+    dry_run: bool,
+    force: bool,
+    all_feeds: bool,
+    jobs: int | None,
+    round_minutes: int | None,
+    as_json: bool,
+) -> None:
     """Diff EXTRACT against the snapshot and write the delta file: the daily job.
 
     EXTRACT is a full SIS export (.xml, .xml.gz or .zip). Without it the feed's `extract`
-    setting is used (a path or a glob; the newest match is taken).
+    setting is used (a path or a glob; the newest match is taken). With --all every
+    configured feed runs on its `extract`, --jobs at a time; a feed another run is running,
+    or that already ran this round with nothing new since, is skipped.
 
     \b
     Example:
       deltasync run incoming/patrons-2027-01-04.xml --json
+      deltasync run --all --jobs 4
     """
+    if all_feeds:
+        _refuse_with_all(app, extract, dry_run=dry_run, force=force)
+        run_all_feeds(
+            app,
+            jobs=jobs or 1,
+            round_minutes=15 if round_minutes is None else round_minutes,
+            as_json=as_json,
+        )
+        return
+    for given, name in ((jobs, "--jobs"), (round_minutes, "--round-minutes")):
+        if given is not None:
+            raise click.UsageError(f"{name} goes with --all")
     _run(app, extract, dry_run=dry_run, force=force, as_json=as_json)
+
+
+def _refuse_with_all(app: AppContext, extract: Path | None, *, dry_run: bool, force: bool) -> None:
+    if app.feed_name is not None:
+        raise click.UsageError("--all runs every feed; leave out --feed")
+    if extract is not None:
+        raise click.UsageError("--all runs each feed on its `extract` setting; give no EXTRACT")
+    if dry_run:
+        raise click.UsageError("--all does not take --dry-run; see one feed with diff --feed NAME")
+    if force:
+        raise click.UsageError(
+            "--force overrides one feed's guard after you checked its extract: "
+            "use run --feed NAME --force"
+        )
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)

@@ -38,7 +38,13 @@ class FeedBusy(DeltasyncError):
 @contextlib.contextmanager
 def feed_lock(store: Store, feed: str, wait_seconds: float | None = None) -> Iterator[lease.Lease]:
     """Hold the feed's run lock and lease; waits up to ``wait_seconds``, then raises
-    :class:`FeedBusy`. While it is held, ``store`` checks the lease before every commit."""
+    :class:`FeedBusy`. While it is held, ``store`` checks the lease before every commit.
+    Re-entrant: a handle that holds the feed already keeps its lock and lease."""
+    if store.lease is not None and store.lease.feed == feed:
+        # Held already through this very handle: run --all checks a feed under its lock
+        # before it runs it, and the run must not wait for itself.
+        yield store.lease
+        return
     if wait_seconds is None:
         wait_seconds = WAIT_SECONDS
     url = store.engine.url
