@@ -19,7 +19,7 @@ from helpers import invoke, listing
 from sqlalchemy import create_engine, text
 from sshd import SshServer, sshd_server
 
-from deltasync.store.engine import alembic_config
+from deltasync.store.engine import HEAD_REVISION, alembic_config
 
 API_KEY = "doctor-test-key"
 SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server")
@@ -311,7 +311,7 @@ def test_the_store_is_read_never_migrated(site: Path) -> None:
         command.upgrade(alembic, "0005")
     code, lines, _ = doctor(config)
     assert code == 0, lines
-    head = "0006"
+    head = HEAD_REVISION
     assert lines[1] == (
         f"ok    store: {url} is at migration 0005; the next command migrates it to {head} "
         "(doctor does not)"
