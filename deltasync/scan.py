@@ -99,6 +99,9 @@ class Scanned:
     """Changed records whose only change is a later expiry or purge date."""
     expiry_cuts: int = 0
     """Records of present patrons whose expiry or purge date moved earlier."""
+    expiry_days: dict[int, int] = field(default_factory=dict)
+    """Days from today to the expiry date → how many records read in full (bounded: one
+    entry per distinct date), for ``check``'s heartbeat warning."""
 
 
 @dataclass
@@ -170,6 +173,7 @@ class _Pass:
         """Match keys of changed records whose only change is later dates."""
         self.cuts: set[str] = set()
         """Match keys of records whose dates moved earlier."""
+        self.expiry_days: dict[int, int] = defaultdict(int)
 
     # -- the pass -----------------------------------------------------------------------------
 
@@ -231,6 +235,9 @@ class _Pass:
         if folds:
             self.folds.setdefault(key, (match_id, where, tuple(folds.items())))
         repaired = any(f.policy == Policy.FIX for f in inspection.findings)
+        expiry = record_expiry(user)
+        if expiry is not None:
+            self.expiry_days[(expiry - self.setup.today).days] += 1
         self.waiting.append(
             _Read(
                 where,
@@ -241,7 +248,7 @@ class _Pass:
                 key,
                 self.setup.recipe.digest(user),
                 self.setup.recipe.payload(user) if self.setup.keep_payloads else None,
-                record_expiry(user),
+                expiry,
                 self.checker.check(inspection),
                 [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
                 snap.encode_folds(folds),
@@ -411,6 +418,7 @@ class _Pass:
             held_patrons=self._held_patrons(set(held) | set(self.failed), repeated),
             expiry_moves=len(self.moves - set(self.failed)),
             expiry_cuts=len(self.cuts - set(self.failed)),
+            expiry_days=dict(self.expiry_days),
         )
 
     def _held_patrons(self, keys: set[str], repeated: list[int]) -> list[int]:

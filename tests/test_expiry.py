@@ -383,3 +383,19 @@ def test_a_control_character_outside_any_record_stops_the_file(
         f"Error: {path}: line 27, column 1: PCDATA invalid Char value 1 (U+0001 is a character "
         "XML 1.0 forbids; remove it in the SIS export)\n"
     )
+
+
+def test_check_warns_when_an_extract_s_dates_look_like_a_heartbeat(
+    db_url: str, tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    config = write_config(db_url, feed={"expiry": {"renew_within_days": 30}})
+    soon = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=7)).isoformat()
+    path = write(tmp_path, "d0.xml", everyone(lambda r: r.replace("2032-06-30", soon)))
+    result = invoke(config, "check", str(path))
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (
+        f"Warning: {path}: 10 of 10 records expire within 30 day(s) of today; the dates look "
+        "like a heartbeat (within renew_within_days = 30: they would be renewed every run)\n"
+    )
+    # A year ahead is no heartbeat.
+    assert invoke(config, "check", str(write(tmp_path, "d1.xml", everyone()))).stderr == ""

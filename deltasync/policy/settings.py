@@ -107,6 +107,26 @@ class ExpiryConfig:
         return found
 
 
+def heartbeat(expiry_days: dict[int, int], renew_within_days: int) -> str | None:
+    """A warning when most of an extract's expiry dates are a heartbeat: so close that they
+    are renewed every run (within ``renew_within_days``) or gone before the next nightly run."""
+    total = sum(expiry_days.values())
+    if not total:
+        return None
+    limit = max(renew_within_days, HEARTBEAT_DAYS - 1)
+    close = sum(n for days, n in expiry_days.items() if 0 <= days <= limit)
+    if close * 2 <= total:
+        return None
+    if renew_within_days >= HEARTBEAT_DAYS:
+        why = f"within renew_within_days = {renew_within_days}: they would be renewed every run"
+    else:
+        why = "they lapse before the next nightly run can send them again"
+    return (
+        f"{close} of {total} records expire within {limit} day(s) of today; the dates look "
+        f"like a heartbeat ({why})"
+    )
+
+
 def next_term_end(terms: tuple[tuple[int, int], ...], today: dt.date) -> dt.date:
     """The first term end on or after ``today`` (29 February falls back to the 28th)."""
     candidates = []
