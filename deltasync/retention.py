@@ -169,7 +169,8 @@ def prune(
     in_flight = exists(
         select(m.id)
         .join(batch_t, b.id == m.batch_id)
-        .where(m.version_id == v.id, b.status.in_(OPEN))
+        # By patron first: batch_patron is indexed by patron, not by version.
+        .where(m.patron_id == v.patron_id, m.version_id == v.id, b.status.in_(OPEN))
     )
     current = select(p.current_version_id).where(
         p.feed_id == feed_id, p.current_version_id.is_not(None)

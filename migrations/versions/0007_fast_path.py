@@ -94,6 +94,17 @@ def upgrade() -> None:
         ["feed_id", "value_hash"],
         unique=False,
     )
+    op.create_index(
+        "ix_staged_identifier_feed_id_match_key",
+        "staged_identifier",
+        ["feed_id", "match_key"],
+        unique=False,
+    )
+    with op.batch_alter_table("staged_record", schema=None) as batch_op:
+        batch_op.drop_index("ix_staged_record_patron_id")
+        batch_op.create_index(
+            "ix_staged_record_feed_id_patron_id", ["feed_id", "patron_id"], unique=False
+        )
     # Seen in the feed's latest extract: from now on "seen in every extract since".
     op.execute(
         """
@@ -126,6 +137,10 @@ def downgrade() -> None:
     op.execute("UPDATE patron_version SET last_seen = first_seen WHERE last_seen IS NULL")
     with op.batch_alter_table("patron_version", schema=None) as batch_op:
         batch_op.alter_column("last_seen", existing_type=sa.DateTime(timezone=True), nullable=False)
+    with op.batch_alter_table("staged_record", schema=None) as batch_op:
+        batch_op.drop_index("ix_staged_record_feed_id_patron_id")
+        batch_op.create_index("ix_staged_record_patron_id", ["patron_id"], unique=False)
+    op.drop_index("ix_staged_identifier_feed_id_match_key", table_name="staged_identifier")
     op.drop_index("ix_staged_identifier_feed_id_value_hash", table_name="staged_identifier")
     op.drop_table("staged_identifier")
     op.drop_index("ix_patron_identifier_patron_id", table_name="patron_identifier")
