@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import insert
@@ -36,6 +36,8 @@ class FileCheck:
     report: Report
     held_back: int = 0
     """How many records the checks would hold back (a match ID twice counts once)."""
+    expiry_days: dict[int, int] = field(default_factory=dict)
+    """Days from today to each record's expiry date → how many records."""
 
 
 def check_file(
@@ -79,4 +81,6 @@ def check_file(
                 conn.rollback()
         finally:
             engine.dispose()
-    return FileCheck(path, scanned.read, scanned.report, len(scanned.held_back))
+    return FileCheck(
+        path, scanned.read, scanned.report, len(scanned.held_back), scanned.expiry_days
+    )

@@ -28,6 +28,8 @@ from .checks import settings as check_settings
 from .checks.settings import CheckSettings
 from .errors import ConfigError
 from .matchid import MatchIdRule
+from .policy import settings as expiry_settings
+from .policy.settings import ExpiryConfig
 from .redact import SECRET_PARAMETERS, redact
 from .report import settings as notify_settings
 from .report.settings import NotifySettings
@@ -76,6 +78,17 @@ class DepartureConfig:
     user_group: str | None = None
     max_departures: Limit = Limit(5, True)
     max_changes: Limit = Limit(50, True)
+    max_expiry_moves: Limit = Limit(100, True)
+    """Patrons whose only change is a later expiry or purge date (a term rollover)."""
+    max_expiry_cuts: Limit = Limit(5, True)
+    """Present patrons whose expiry or purge date moves earlier (a SIS expiring everyone)."""
+    grace_days: int = 0
+    """A patron absent for fewer days than this is not departed yet."""
+    keep_groups: tuple[str, ...] = ()
+    """User groups never expired by absence."""
+    note: str | None = None
+    """A user note added to expiration records; ``{date}`` is the run's date."""
+    note_type: str = "CIRCULATION"
 
     def policy_date(self, now: dt.datetime, tz: dt.tzinfo) -> dt.date:
         """The expiry date written into expiration records for a run at ``now``."""
@@ -158,6 +171,12 @@ class FeedConfig:
     """Who hears about this feed's runs (``[notify]`` with ``[feeds.NAME.notify]`` over it)."""
     report_html: Path | None = None
     """This feed's HTML report, written after every run."""
+    expiry: ExpiryConfig = field(default_factory=ExpiryConfig)
+    """``[feeds.NAME.expiry]``: renewal window, rolling refresh, computed dates."""
+    count_sis_fields: bool = False
+    """Count changes of the fields Alma's SIS load ignores (off: they are not changes)."""
+    warnings: tuple[str, ...] = ()
+    """What looks wrong but is allowed (dates that look like a heartbeat)."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +355,8 @@ FEED_KEYS = {
     "retention_days",
     "notify",
     "report_html",
+    "expiry",
+    "count_sis_fields",
 }
 DEPARTURE_KEYS = {
     "expiry",
@@ -344,7 +365,15 @@ DEPARTURE_KEYS = {
     "user_group",
     "max_departures",
     "max_changes",
+    "max_expiry_moves",
+    "max_expiry_cuts",
+    "grace_days",
+    "keep_groups",
+    "note",
+    "note_type",
 }
+NOTE_TEXT_MAX = 2000
+"""Alma's schema: ``note_text`` is a string2000Length."""
 
 
 def _feed(
@@ -400,7 +429,17 @@ def _feed(
     )
     retention = reader.integer(table, f"{where}.retention_days", 365, minimum=0)
     notify, report_html = _feed_reports(reader, where, table, shared_notify)
+    expiry = expiry_settings.parse(
+        reader.table(table, "expiry", where), f"{where}.expiry", reader.error
+    )
+    count_sis = table.get("count_sis_fields", False)
+    if not isinstance(count_sis, bool):
+        raise reader.error(f"{where}.count_sis_fields", "must be true or false")
+    warnings = [f"{reader.at(f'{where}.expiry')}: {w}" for w in expiry.warnings()]
     return FeedConfig(
+        expiry=expiry,
+        count_sis_fields=count_sis,
+        warnings=tuple(warnings),
         notify=notify,
         report_html=report_html,
         retention_days=retention,
@@ -571,7 +610,40 @@ def _departure(reader: _Reader, feed_where: str, table: dict[str, Any]) -> Depar
             table.get("max_departures", "5%"), reader.at(f"{where}.max_departures")
         ),
         max_changes=Limit.parse(table.get("max_changes", "50%"), reader.at(f"{where}.max_changes")),
+        max_expiry_moves=Limit.parse(
+            table.get("max_expiry_moves", "100%"), reader.at(f"{where}.max_expiry_moves")
+        ),
+        max_expiry_cuts=Limit.parse(
+            table.get("max_expiry_cuts", "5%"), reader.at(f"{where}.max_expiry_cuts")
+        ),
+        grace_days=reader.integer(table, f"{where}.grace_days", 0, minimum=0),
+        keep_groups=_strings(reader, table, f"{where}.keep_groups"),
+        note=_note(reader, table, where),
+        note_type=reader.string(table, f"{where}.note_type", "CIRCULATION").strip()
+        or "CIRCULATION",
     )
+
+
+def _strings(reader: _Reader, table: dict[str, Any], where: str) -> tuple[str, ...]:
+    value = table.get(where.rsplit(".", 1)[-1], [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise reader.error(where, "must be a list of codes such as ['RETIREE']")
+    return tuple(v.strip() for v in value)
+
+
+def _note(reader: _Reader, table: dict[str, Any], where: str) -> str | None:
+    if table.get("note") is None:
+        return None
+    note = reader.string(table, f"{where}.note", "").strip()
+    try:
+        longest = note.format(date="2027-01-01Z")
+    except (KeyError, IndexError, ValueError):
+        raise reader.error(
+            f"{where}.note", "may use only {date} (the run's date), e.g. 'Left the SIS on {date}'"
+        ) from None
+    if not note or len(longest) > NOTE_TEXT_MAX:
+        raise reader.error(f"{where}.note", f"must be 1-{NOTE_TEXT_MAX} characters (Alma's limit)")
+    return note
 
 
 def _state_url(raw: str, base: Path, reader: _Reader, *, from_env: bool) -> str:

@@ -24,6 +24,9 @@ from .config import FeedConfig, Limit
 from .delta.departure import expiration_record, is_record_of, needs_expiration
 from .diff import Counts, HeldBack, Kind
 from .errors import GuardRefused
+from .policy.absence import not_departed
+from .policy.resend import stage_resends
+from .policy.rules import seed_part
 from .scan import ScanSetup, scan
 from .source.xml import XmlExtract
 from .store import extracts, feeds
@@ -57,9 +60,16 @@ class Ingested:
     """Why the fast reader stepped aside (every record was read in full); None: it did not."""
 
 
-def raw_seed(feed: FeedConfig, recipe: Recipe) -> str:
+def recipe_of(feed: FeedConfig) -> Recipe:
+    """The digest recipe of a feed."""
+    return Recipe(feed.ignore, sis_ignored=not feed.count_sis_fields)
+
+
+def raw_seed(feed: FeedConfig, recipe: Recipe, today: dt.date | None = None) -> str:
     """What the feed's raw digests are made with: a change of any makes every record unread."""
+    rules = "" if today is None else seed_part(feed.expiry, today)
     parts = [
+        *([rules] if rules else []),
         recipe.fingerprint,
         f"fixes={feed.checks.fixes}",
         "source=alma-xml",
@@ -85,19 +95,21 @@ def ingest(
 ) -> Ingested:
     """Diff the extract at ``path`` against the snapshot and (with ``apply_it``) make it the
     snapshot's desired state; no file is written."""
-    recipe = Recipe(feed.ignore)
+    recipe = recipe_of(feed)
     last = extracts.last(conn, feed_row.id)
     extract_order.check_time(path, mtime, last, force=force)
     rehashed = snap.rehash(conn, feed_row, recipe)
     snap.ensure_identifier_index(conn, feed_row)
-    seed = raw_seed(feed, recipe)
+    today = now.astimezone(feed.timezone).date()
+    seed = raw_seed(feed, recipe, today)
     setup = ScanSetup(
         feed_id=feed_row.id,
         rule=feed.match_id,
         recipe=recipe,
         checks=feed.checks,
-        today=now.astimezone(feed.timezone).date(),
+        today=today,
         trusted_raw=feed_row.raw_seed == seed,
+        expiry=feed.expiry,
     )
     staging = Staging(conn, feed_row.id)
     source = XmlExtract(path, encoding=feed.encoding, seed=seed.encode(), progress=progress)
@@ -108,10 +120,34 @@ def ingest(
     same = extracts.with_content(conn, feed_row.id, fingerprint)
     extract_order.check_content(path, same, last, force=force)
     counts = scanned.counts
-    counts.departed = len(scanned.departures)
+    policy = feed.departure
+    staying = not_departed(
+        conn,
+        scanned.departures,
+        grace_days=policy.grace_days,
+        keep_groups=policy.keep_groups,
+        today=today,
+        tz=feed.timezone,
+        last_extract_at=None if last is None else last.ingested_at,
+    )
+    departures = [p for p in scanned.departures if p not in staying]
+    counts.departed = len(departures)
+    counts.absent = len(staying)
+    counts.expiry_moves = scanned.expiry_moves
+    counts.expiry_cuts = scanned.expiry_cuts
     _guard(feed, path, counts, scanned.present_before, force=force)
+    resent = stage_resends(
+        conn,
+        feed_row.id,
+        staging,
+        feed.expiry,
+        today,
+        not_seen=scanned.departures,
+        held=scanned.held_patrons,
+    )
+    counts.renewed, counts.refreshed = resent.renewed, resent.refreshed
     notices: list[str] = []
-    without_record = _stage_departures(conn, feed, staging, scanned.departures, now, notices)
+    without_record = _stage_departures(conn, feed, staging, departures, now, notices)
     staging.flush()
     step("staged")
     result = Ingested(
@@ -147,6 +183,7 @@ def ingest(
         last_seen_before=None if last is None else last.ingested_at,
         departed_without_record=without_record,
         held=scanned.held_patrons,
+        absent=sorted(staying) if policy.grace_days or policy.keep_groups else None,
     )
     feeds.record_settings(conn, feed_row.id, fixes=feed.checks.fixes, raw_seed=seed)
     return Ingested(**{**result.__dict__, "extract_id": extract_id})
@@ -157,9 +194,23 @@ def _guard(
 ) -> None:
     if force or present_before == 0:
         return
+    policy = feed.departure
+    # A later expiry alone is not a change for max_changes: a term rollover moves everyone's.
     limits: list[tuple[str, int, Limit, str]] = [
-        ("max_departures", counts.departed, feed.departure.max_departures, "depart"),
-        ("max_changes", counts.changed, feed.departure.max_changes, "change"),
+        ("max_departures", counts.departed, policy.max_departures, "depart"),
+        (
+            "max_expiry_cuts",
+            counts.expiry_cuts,
+            policy.max_expiry_cuts,
+            "have their expiry or purge date moved earlier",
+        ),
+        ("max_changes", counts.changed - counts.expiry_moves, policy.max_changes, "change"),
+        (
+            "max_expiry_moves",
+            counts.expiry_moves,
+            policy.max_expiry_moves,
+            "have only their expiry or purge date moved later",
+        ),
     ]
     for key, count, limit, verb in limits:
         if count > limit.ceiling(present_before):
@@ -181,8 +232,9 @@ def _stage_departures(
 ) -> list[int]:
     """Stage an expiration record per departure; returns the patrons that need none."""
     policy = feed.departure
-    recipe = Recipe(feed.ignore)
+    recipe = recipe_of(feed)
     expiry = policy.policy_date(now, feed.timezone)
+    today = now.astimezone(feed.timezone).date()
     without_record: list[int] = []
     for last in snap.last_sent(conn, patron_ids):
         if not needs_expiration(last.expiry_date, expiry):
@@ -192,7 +244,7 @@ def _stage_departures(
         if base is None:
             without_record.append(last.patron_id)
             continue
-        user = expiration_record(base, policy, expiry)
+        user = expiration_record(base, policy, expiry, today)
         staging.add(
             match_key=last.match_key,
             match_id=last.match_id,

@@ -30,7 +30,7 @@ from .delta import outbox
 from .delta.build import BatchInfo, Built, build
 from .diff import Counts, HeldBack
 from .errors import DeltasyncError, GuardRefused, NotFound
-from .ingest import Ingested, ingest
+from .ingest import Ingested, ingest, recipe_of
 from .ledger import Ledger
 from .source.files import Progress, modified_at, sha256_of
 from .store import Store, batches, extracts, feeds, runs
@@ -85,6 +85,7 @@ class RunResult:
                 "read_in_full": self.stepped_aside,
             },
             "counts": self.counts.as_dict(),
+            "policy": self.counts.policy_dict(),
             "batch": None
             if self.batch is None
             else {
@@ -296,7 +297,7 @@ def build_delta(
 def _with_batch(result: RunResult, info: BatchInfo) -> RunResult:
     counts = result.counts
     departed = counts.departed - result.departed_without_record
-    sent_now = counts.new + counts.changed + counts.returned
+    sent_now = counts.new + counts.changed + counts.returned + counts.renewed + counts.refreshed
     carried = max(0, info.records - sent_now - departed)
     return replace(result, batch=info, carried_over=carried)
 
@@ -476,7 +477,7 @@ def _result(feed: FeedConfig, extract: _Extract, done: Ingested, *, dry_run: boo
 
 
 def _recipe(feed: FeedConfig) -> Recipe:
-    return Recipe(feed.ignore)
+    return recipe_of(feed)
 
 
 def _logged(

@@ -33,9 +33,12 @@ from .checks.findings import Finding, Report, errors
 from .checks.identifiers import value_hash
 from .checks.record import RecordChecker
 from .checks.settings import CheckSettings
-from .diff import SENT_KINDS, Counts, HeldBack, Kind
+from .diff import DATES_LATER, SENT_KINDS, Counts, HeldBack, Kind
 from .fingerprint import ContentFingerprint, term_of
 from .matchid import MAX_LENGTH, MatchIdRule, shown
+from .policy.dates import compare as compare_dates
+from .policy.rules import apply_rules
+from .policy.settings import ExpiryConfig
 from .source import Source
 from .source.record import Record
 from .source.scanner import StepAside
@@ -66,6 +69,8 @@ class ScanSetup:
     """The stored raw digests were made with today's seed: tier 1 may use them."""
     keep_payloads: bool = True
     """False for ``check``, which keeps nothing it reads."""
+    expiry: ExpiryConfig = ExpiryConfig()
+    """Computed dates, and whether a later date alone waits for renewal."""
 
 
 @dataclass
@@ -90,6 +95,13 @@ class Scanned:
     """Why the fast reader stepped aside and every record was read in full (None: it did not)."""
     held_patrons: list[int] = field(default_factory=list)
     """Known patrons whose record in the extract is held back: their stored one stands."""
+    expiry_moves: int = 0
+    """Changed records whose only change is a later expiry or purge date."""
+    expiry_cuts: int = 0
+    """Records of present patrons whose expiry or purge date moved earlier."""
+    expiry_days: dict[int, int] = field(default_factory=dict)
+    """Days from today to the expiry date → how many records read in full (bounded: one
+    entry per distinct date), for ``check``'s heartbeat warning."""
 
 
 @dataclass
@@ -159,6 +171,11 @@ class _Pass:
         """Non-ASCII IDs read in full: key → (match ID, where, other foldings)."""
         self.sending: dict[str, str] = {}
         """Match key → where, for records read in full that would be sent."""
+        self.moves: set[str] = set()
+        """Match keys of changed records whose only change is later dates."""
+        self.cuts: set[str] = set()
+        """Match keys of records whose dates moved earlier."""
+        self.expiry_days: dict[int, int] = defaultdict(int)
 
     # -- the pass -----------------------------------------------------------------------------
 
@@ -200,6 +217,8 @@ class _Pass:
         inspection = self.checker.fix(
             user, record.source, plain=record.plain, line_shift=record.line_shift
         )
+        # Computed dates are the record's dates: they are hashed and sent like the SIS's.
+        apply_rules(user, self.setup.expiry, self.setup.today)
         rule = self.setup.rule
         match_id = rule.value(user)
         if match_id is None:
@@ -218,6 +237,9 @@ class _Pass:
         if folds:
             self.folds.setdefault(key, (match_id, where, tuple(folds.items())))
         repaired = any(f.policy == Policy.FIX for f in inspection.findings)
+        expiry = record_expiry(user)
+        if expiry is not None:
+            self.expiry_days[(expiry - self.setup.today).days] += 1
         self.waiting.append(
             _Read(
                 where,
@@ -228,7 +250,7 @@ class _Pass:
                 key,
                 self.setup.recipe.digest(user),
                 self.setup.recipe.payload(user) if self.setup.keep_payloads else None,
-                record_expiry(user),
+                expiry,
                 self.checker.check(inspection),
                 [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
                 snap.encode_folds(folds),
@@ -256,12 +278,40 @@ class _Pass:
         if not self.waiting:
             return
         known = snap.lookup(self.conn, self.feed_id, [r.key for r in self.waiting])
+        # Changed records are compared field-wise for their dates with the stored record.
+        changed = [
+            entry.patron_id
+            for read in self.waiting
+            if (entry := known.get(read.key)) is not None
+            and entry.present
+            and entry.digest != read.digest
+            and read.payload is not None
+        ]
+        stored = snap.current_payloads(self.conn, changed) if changed else {}
         for read in self.waiting:
-            self._stage(read, known.get(read.key))
+            self._stage(read, known.get(read.key), stored)
         self.waiting = []
 
-    def _stage(self, read: _Read, entry: snap.Known | None) -> None:
+    def _dates(self, read: _Read, stored: bytes | None) -> Kind | str:
+        """A changed record's kind by how its dates moved: a later date alone waits for
+        renewal (with ``renew_within_days``) or is an expiry move; earlier is a cut."""
+        if stored is None or read.payload is None:
+            return Kind.CHANGED
+        moved = compare_dates(self.setup.recipe, read.payload, stored)
+        if moved.earlier:
+            self.cuts.add(read.key)
+        if not moved.later_only:
+            return Kind.CHANGED
+        if self.setup.expiry.renew_within_days:
+            return DATES_LATER
+        self.moves.add(read.key)
+        return Kind.CHANGED
+
+    def _stage(
+        self, read: _Read, entry: snap.Known | None, stored: dict[int, bytes] | None = None
+    ) -> None:
         self.fingerprint.add(term_of(read.digest))
+        kind: Kind | str
         if entry is None:
             kind = Kind.NEW
             hashed = xxhash.xxh3_64_intdigest(read.key.encode("utf-8"))
@@ -277,28 +327,38 @@ class _Pass:
             if not entry.present:
                 kind = Kind.RETURNED
             elif entry.digest != read.digest:
-                kind = Kind.CHANGED
+                kind = self._dates(read, (stored or {}).get(entry.patron_id))
             else:
                 kind = Kind.UNCHANGED
 
-        def add(kind: Kind, payload: bytes | None = None, expiry: dt.date | None = None) -> None:
+        def add(
+            kind: Kind | str,
+            payload: bytes | None = None,
+            expiry: dt.date | None = None,
+            raw_digest: bytes | None = read.raw_digest,
+        ) -> None:
             self.staging.add(
                 match_key=read.key,
                 match_id=read.match_id,
                 patron_id=None if entry is None else entry.patron_id,
-                kind=kind.value,
+                kind=str(kind),
                 digest=read.digest,
                 payload=payload,
                 expiry_date=expiry,
-                raw_digest=read.raw_digest,
+                raw_digest=raw_digest,
                 source=read.source,
                 line=read.line,
                 fold_forms=read.fold_forms,
             )
 
-        if kind is Kind.UNCHANGED:
+        if kind == Kind.UNCHANGED:
             # The same record, spelled anew or read in full: its new raw digest is kept.
             add(kind)
+            return
+        if kind == DATES_LATER:
+            # Not a change: the stored record (and its raw digest) stands, so this one is read
+            # in full again tomorrow; it is kept at hand in case it is renewed today.
+            add(kind, read.payload, read.expiry)
             return
         named = shown(read.match_id)
         findings = [replace(f, match_id=named) for f in read.findings]
@@ -323,6 +383,8 @@ class _Pass:
         for key in held:
             self.failed.pop(key, None)
             self.sending.pop(key, None)
+            self.moves.discard(key)
+            self.cuts.discard(key)
         self.staging.hold(held)
         self._identifier_conflicts()
         self.staging.hold(self.failed, kinds=[k.value for k in SENT_KINDS])
@@ -330,6 +392,8 @@ class _Pass:
         for kind, number in self.staging.kinds().items():
             if kind in (Kind.NEW, Kind.CHANGED, Kind.RETURNED, Kind.UNCHANGED):
                 setattr(counts, kind, getattr(counts, kind) + number)
+            elif kind == DATES_LATER:
+                counts.unchanged += number
         # Read unchanged by their bytes, never in full, and not in two copies.
         repeated_tier1 = sum(1 for p in repeated if self.seen[p - self.low] == TIER1)
         counts.unchanged += self.seen.count(TIER1) - repeated_tier1
@@ -353,6 +417,9 @@ class _Pass:
             read=self.read,
             repaired=self.repaired - set(held) - set(self.failed),
             held_patrons=self._held_patrons(set(held) | set(self.failed), repeated),
+            expiry_moves=len(self.moves - set(self.failed)),
+            expiry_cuts=len(self.cuts - set(self.failed)),
+            expiry_days=dict(self.expiry_days),
         )
 
     def _held_patrons(self, keys: set[str], repeated: list[int]) -> list[int]:

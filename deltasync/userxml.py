@@ -33,6 +33,31 @@ _BLANK_TEXT = etree.XPath("descendant-or-self::text()[not(normalize-space())]")
 _XS_DATE = re.compile(r"\s*(-?\d{4,})-(\d{2})-(\d{2})(Z|[+-](?:0\d|1[0-3]):[0-5]\d|[+-]14:00)?\s*")
 
 
+FORBIDDEN_MARK = 0x10FF00
+"""A character XML 1.0 forbids (C0 control ``U+00NN``) found inside a record is read as
+``U+10FFNN`` (private use, plane 16), so the record parses and the checks can name, strip
+or hold it: one stray control character in a name must not stop a whole extract."""
+MARKED = re.compile("[\U0010ff00-\U0010ff1f]")
+_FORBIDDEN_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_FORBIDDEN_REFS = re.compile(
+    rb"&#(?:x0*([0-8bcefBCEF]|1[0-9a-fA-F])|0*([0-8]|1[124-9]|2[0-9]|3[01]));"
+)
+
+
+def mark_forbidden(raw: bytes) -> bytes | None:
+    """``raw`` (UTF-8 XML) with every C0 control XML forbids, as a byte or as a character
+    reference, turned into its marked stand-in; None when it holds none."""
+    if _FORBIDDEN_BYTES.search(raw) is None and _FORBIDDEN_REFS.search(raw) is None:
+        return None
+    marked = _FORBIDDEN_BYTES.sub(lambda m: chr(FORBIDDEN_MARK + m.group()[0]).encode(), raw)
+
+    def reference(match: re.Match[bytes]) -> bytes:
+        value = int(match.group(1), 16) if match.group(1) else int(match.group(2))
+        return f"&#x{FORBIDDEN_MARK + value:X};".encode()
+
+    return _FORBIDDEN_REFS.sub(reference, marked)
+
+
 def parse_payload(payload: bytes) -> etree._Element:
     """Parse a stored canonical payload back into a ``<user>`` element."""
     return etree.fromstring(payload, _PARSER)

@@ -33,6 +33,10 @@ LAYERS: list[tuple[str, set[str]]] = [
             "deltasync.cli",
         },
     ),
+    (
+        "deltasync.policy",
+        {"deltasync.scan", "deltasync.ingest", "deltasync.job", "deltasync.delta", "deltasync.cli"},
+    ),
     ("deltasync.scan", {"deltasync.ingest", "deltasync.job", "deltasync.delta", "deltasync.cli"}),
     ("deltasync.delta", {"deltasync.job", "deltasync.ingest", "deltasync.ledger", "deltasync.cli"}),
     (

@@ -73,10 +73,11 @@ CORPUS: dict[str, tuple[str, bytes, str]] = {
         b'<?xml version="1.0" encoding="UTF-8"?>\n<users>\n</users>\n',
         "holds no <user> records",
     ),
+    # Between records: no record owns it (inside one it is char-forbidden, a record finding).
     "xml-char": (
         "control.xml",
-        GOOD.replace("Müller", "Mül\x01ler").encode(),
-        "line 3, column 48: PCDATA invalid Char value 1 (U+0001 is a character XML 1.0 forbids",
+        GOOD.replace("</user>\n<user>", "</user>\n\x01<user>").encode(),
+        "line 4, column 1: PCDATA invalid Char value 1 (U+0001 is a character XML 1.0 forbids",
     ),
     "xml-malformed": ("amp.xml", GOOD.replace("O'Brien", "O&Brien").encode(), "line 4, column"),
     "xml-truncated": ("cut.xml", GOOD.encode()[:150], "ends too early"),

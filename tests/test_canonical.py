@@ -98,9 +98,14 @@ def test_digests_are_pinned_to_the_recipe_version() -> None:
     from deltasync.canonical import RECIPE_VERSION
 
     user = parse(RECORD)
-    assert RECIPE_VERSION == 1
-    assert Recipe().digest(user).hex() == "9f4421d8ec0447e7bfb86095b1f8675b"
+    assert RECIPE_VERSION == 2
+    # Version 2 leaves status_date and segment_type out by default (Alma's SIS load ignores
+    # them), so ignoring status_date as well changes nothing.
+    assert Recipe().digest(user).hex() == "75a0f08f8e6d5fcccc27b91968704ac7"
     assert Recipe(ignore=("status_date",)).digest(user).hex() == (
-        "bc17fd069e40eaeab2cff0ee494806c9"
+        "75a0f08f8e6d5fcccc27b91968704ac7"
     )
-    assert Recipe(ignore=("status_date",)).fingerprint == "v1;xxh3_128;ignore=status_date"
+    assert Recipe(ignore=("status_date",)).fingerprint == "v2;xxh3_128;ignore=status_date"
+    # Counting the SIS-ignored fields is version 1's digest.
+    assert Recipe(sis_ignored=False).digest(user).hex() == "9f4421d8ec0447e7bfb86095b1f8675b"
+    assert Recipe(sis_ignored=False).fingerprint == "v2;xxh3_128;ignore=;sis-fields=counted"

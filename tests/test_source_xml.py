@@ -121,7 +121,7 @@ def test_lines_are_right_beyond_65535(tmp_path: Path) -> None:
         ("bad comment", "<users><user><primary_id>A</primary_id></user><!-- a -- b --></users>"),
         ("trailing text", "<users><user><primary_id>A</primary_id></user></users>junk"),
         ("undefined entity", "<users><user><primary_id>A&nbsp;</primary_id></user></users>"),
-        ("forbidden char", "<users><user><primary_id>A\x01</primary_id></user></users>"),
+        ("forbidden char", "<users>\x01<user><primary_id>A</primary_id></user></users>"),
         ("byte-order mark", "\ufeff<users><user><primary_id>A</primary_id></user></users>"),
     ],
 )

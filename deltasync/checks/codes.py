@@ -159,6 +159,14 @@ RECORD_CODES: dict[str, Code] = {
             _ALL,
         ),
         Code(
+            "char-forbidden",
+            "a character XML 1.0 forbids (a C0 control such as U+0001 or U+001A) inside a "
+            "record's text; fix: remove it (error: hold the record back); one outside any "
+            "record stops the file (xml-char)",
+            Policy.FIX,
+            frozenset({Policy.ERROR, Policy.FIX}),
+        ),
+        Code(
             "char-replacement",
             "U+FFFD, the replacement character: the text was damaged before it reached the "
             "extract and cannot be repaired here",

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from lxml import etree
 
-from ..userxml import parse_alma_date, source_line
+from ..userxml import FORBIDDEN_MARK, MARKED, parse_alma_date, source_line
 from .codes import Policy
 from .findings import Finding
 from .settings import CODE_FIELDS, CONTACT_FIELDS, CONTACT_PARTS, CheckSettings
@@ -24,7 +24,7 @@ from .settings import CODE_FIELDS, CONTACT_FIELDS, CONTACT_PARTS, CheckSettings
 DATE_FIELDS = ("birth_date", "expiry_date", "purge_date", "status_date")
 CONTROL = re.compile("[\x7f-\x9f]")
 REPLACEMENT = "\ufffd"
-_SUSPECT = re.compile("[\x7f-\x9f\ufffd]")
+_SUSPECT = re.compile("[\x7f-\x9f\ufffd\U0010ff00-\U0010ff1f]")
 TRUE_VALUES = ("true", "1")
 
 
@@ -95,6 +95,7 @@ _RECORD_LEVEL = (
     "code-unknown",
     "code-case",
     "char-control",
+    "char-forbidden",
     "char-replacement",
     "schema-invalid",
 )
@@ -151,7 +152,11 @@ class _Inspection:
         self.findings.append(Finding(code, policy, None, self.source, line, message))
 
     def characters(self) -> None:
-        if not (self.wants("char-control") or self.wants("char-replacement")):
+        if not (
+            self.wants("char-control")
+            or self.wants("char-replacement")
+            or self.wants("char-forbidden")
+        ):
             return
         if not _SUSPECT.search(etree.tostring(self.user, encoding="unicode")):
             return  # the usual case: one serialisation and one search, no walk
@@ -169,6 +174,14 @@ class _Inspection:
                     element.set(attribute, self._clean(str(value), element, where))
 
     def _clean(self, text: str, element: etree._Element, where: str) -> str:
+        forbidden = MARKED.findall(text)
+        if forbidden:
+            names = ", ".join(sorted({f"U+{ord(c) - FORBIDDEN_MARK:04X}" for c in forbidden}))
+            if self.fixes("char-forbidden"):
+                self.report("char-forbidden", f"{where}: removed {names}", element, fixed=True)
+                text = MARKED.sub("", text)
+            else:  # it cannot be sent, whatever the policy says: the record waits
+                self.report("char-forbidden", f"{where} holds {names}, which XML forbids", element)
         if REPLACEMENT in text and self.wants("char-replacement"):
             self.report(
                 "char-replacement", f"{where} holds U+FFFD (text damaged upstream)", element

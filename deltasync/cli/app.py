@@ -57,6 +57,9 @@ class AppContext:
             config = load(locate(self.config_path))
             logs.configure(config.log_file, self.verbosity, where=f"{config.path}: log_file")
             self._config = config
+            for feed in config.feeds.values():
+                for warning in feed.warnings:  # allowed, but someone should look
+                    click.echo(f"Warning: feed {feed.name}: {warning}", err=True)
         return self._config
 
     @property

@@ -18,6 +18,7 @@ from ..checks import CheckSettings, Policy
 from ..checks.findings import summary_lines
 from ..config import FeedConfig, locate
 from ..matchid import MatchIdRule
+from ..policy.settings import heartbeat
 from ..store import Store
 from .app import (
     CONTEXT_SETTINGS,
@@ -149,6 +150,7 @@ def check(app: AppContext, file: Path, as_json: bool) -> None:
     require_file(file, "file")
     timezone: dt.tzinfo = dt.UTC
     settings, rule, encoding = CheckSettings(), MatchIdRule(), "utf-8"
+    renew = 0
     if app.config_path is not None or locate(None).exists():
         feed = app.feed
         settings, rule, encoding, timezone = (
@@ -157,8 +159,12 @@ def check(app: AppContext, file: Path, as_json: bool) -> None:
             feed.encoding,
             feed.timezone,
         )
+        renew = feed.expiry.renew_within_days
     today = dt.datetime.now(timezone).date()
     found = check_file(file, settings, rule=rule, today=today, encoding=encoding)
+    warning = heartbeat(found.expiry_days, renew)
+    if warning is not None:
+        click.echo(f"Warning: {found.path}: {warning}", err=True)
     if as_json:
         data = {"file": str(found.path), "records": found.records, **found.report.as_json()}
         click.echo(json.dumps(data, indent=2))

@@ -11,6 +11,7 @@ from lxml import etree
 
 from .. import audit
 from ..audit.fields import as_dict
+from ..policy.rules import fields_of
 from ..userxml import parse_payload
 from .app import (
     CONTEXT_SETTINGS,
@@ -125,6 +126,8 @@ def show(app: AppContext, match_id: str, as_of: str | None, view: str, output_fo
             "retention (retention_days)"
         )
     user = parse_payload(shown.record.encode("utf-8"))
+    # Dates a rule computed are the record's own; which rule it was is read off its fields.
+    rule = feed.expiry.rule_for(fields_of(user))
     if output_format == "json":
         data = {
             "match_id": shown.match_id,
@@ -133,10 +136,13 @@ def show(app: AppContext, match_id: str, as_of: str | None, view: str, output_fo
             "kind": shown.kind,
             "first_seen": shown.first_seen.isoformat(),
             "batch": shown.batch_seq,
+            "expiry_rule": None if rule is None else rule.described,
             "user": as_dict(user),
         }
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return
+    if rule is not None:
+        click.echo(f"<!-- expiry rule {rule.described} -->")
     etree.indent(user)
     click.echo(etree.tostring(user, encoding="unicode"))
 

@@ -36,9 +36,13 @@ def is_record_of(payload: bytes, rule: MatchIdRule, match_key: str) -> bool:
 
 
 def expiration_record(
-    last_sent_payload: bytes, policy: DepartureConfig, expiry: dt.date
+    last_sent_payload: bytes,
+    policy: DepartureConfig,
+    expiry: dt.date,
+    today: dt.date | None = None,
 ) -> etree._Element:
-    """The last-sent record turned into the expiration record for a departure on ``expiry``."""
+    """The last-sent record turned into the expiration record for a departure on ``expiry``
+    (``today``: the run's date, for the departure note)."""
     user = parse_payload(last_sent_payload)
     purge = expiry + dt.timedelta(days=policy.purge_after_days)
     set_field(user, "expiry_date", format_alma_date(expiry))
@@ -47,4 +51,22 @@ def expiration_record(
         set_field(user, "status", policy.status)
     if policy.user_group is not None:
         set_field(user, "user_group", policy.user_group)
+    if policy.note is not None:
+        add_note(user, policy.note.format(date=format_alma_date(today or expiry)), policy.note_type)
     return user
+
+
+def add_note(user: etree._Element, text: str, note_type: str) -> None:
+    """Add an external user note (Alma's ``user_note``: type, text, not viewable, no popup),
+    unless the record holds one with this text. The record's own notes stay: swap-all would
+    delete every external note the file leaves out."""
+    notes = user.find("user_notes")
+    if notes is None:
+        notes = etree.SubElement(user, "user_notes")
+    if any((n.findtext("note_text") or "") == text for n in notes.iter("user_note")):
+        return
+    note = etree.SubElement(notes, "user_note", segment_type="External")
+    etree.SubElement(note, "note_type").text = note_type
+    etree.SubElement(note, "note_text").text = text
+    etree.SubElement(note, "user_viewable").text = "false"
+    etree.SubElement(note, "popup_note").text = "false"

@@ -58,6 +58,15 @@ def _diff(result: RunResult) -> list[str]:
         f"  {result.records} patrons: {c.new} new, {c.changed} changed, {c.unchanged} "
         f"unchanged, {c.departed} departed, {c.returned} returned, {c.held_back} held back"
     ]
+    policy = [
+        f"{c.renewed} renewed",
+        f"{c.refreshed} refreshed",
+        f"{c.expiry_moves} with later dates",
+        f"{c.expiry_cuts} with earlier dates",
+        f"{c.absent} absent, not departed",
+    ]
+    if c.renewed or c.refreshed or c.expiry_moves or c.expiry_cuts or c.absent:
+        out.append(f"  expiry policy: {', '.join(policy)}")
     if result.departed_without_record:
         out.append(
             f"  {result.departed_without_record} departed patrons already expire in "

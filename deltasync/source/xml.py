@@ -23,7 +23,7 @@ from typing import IO, cast
 import xxhash
 from lxml import etree
 
-from ..userxml import SAFE_PARSING, strip_formatting
+from ..userxml import SAFE_PARSING, mark_forbidden, strip_formatting
 from .files import Container, Progress, container, open_member, open_zip, zip_documents
 from .fullparse import read_records, suspect
 from .record import Record
@@ -186,7 +186,16 @@ class _SliceReader:
         try:
             root = etree.fromstring(self.prefix + raw + self.suffix, self.parser)
         except etree.XMLSyntaxError:
-            raise StepAside("a record that does not parse on its own", record.offset) from None
+            # A character XML forbids inside this record is the record's finding (marked
+            # for the checks), not the file's: the rest of the extract goes out.
+            marked = mark_forbidden(raw) if self.utf8 else None
+            if marked is None:
+                raise StepAside("a record that does not parse on its own", record.offset) from None
+            try:
+                root = etree.fromstring(self.prefix + marked + self.suffix, self.parser)
+            except etree.XMLSyntaxError:
+                raise StepAside("a record that does not parse on its own", record.offset) from None
+            record.plain = False
         user = root[0] if len(root) == 1 else None
         if (
             user is None

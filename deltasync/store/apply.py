@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, delete, func, insert, literal, null, select, update
 
-from ..diff import Kind
+from ..diff import Kind, Resent
 from .tables import (
     PatronState,
     chunks,
@@ -27,7 +27,14 @@ from .tables import (
     version_t,
 )
 
-NEW_VERSION = (Kind.NEW.value, Kind.CHANGED.value, Kind.RETURNED.value, Kind.DEPARTED.value)
+NEW_VERSION = (
+    Kind.NEW.value,
+    Kind.CHANGED.value,
+    Kind.RETURNED.value,
+    Kind.DEPARTED.value,
+    Resent.RENEWED.value,
+    Resent.REFRESHED.value,
+)
 """Staged kinds that become the patron's next version."""
 SENT = (Kind.NEW.value, Kind.CHANGED.value, Kind.RETURNED.value)
 
@@ -41,10 +48,12 @@ def apply(
     last_seen_before: dt.datetime | None,
     departed_without_record: list[int],
     held: list[int],
+    absent: list[int] | None = None,
 ) -> None:
     """Apply the staged records of ``feed_id``; ``last_seen_before`` is when the extract
     before this one was ingested (what a version no longer seen was seen last), ``held`` the
-    patrons held back by this run."""
+    patrons held back by this run, ``absent`` those missing from it but not departed
+    (``grace_days``, ``keep_groups``)."""
     s, p, v = staged_t.c, patron_t.c, version_t.c
     mine = s.feed_id == feed_id
     conn.execute(
@@ -74,12 +83,22 @@ def apply(
     departed = s.kind == Kind.DEPARTED.value
     conn.execute(
         insert(version_t).from_select(
-            ["patron_id", "kind", "digest", "payload", "first_seen", "last_seen", "extract_id"],
+            [
+                "patron_id",
+                "kind",
+                "digest",
+                "payload",
+                "expiry_date",
+                "first_seen",
+                "last_seen",
+                "extract_id",
+            ],
             select(
                 s.patron_id,
                 s.kind,
                 s.digest,
                 s.payload,
+                s.expiry_date,
                 literal(now, v.first_seen.type),
                 # An expiration record is not "seen": it is the last word on a departure.
                 case((departed, literal(now, v.last_seen.type)), else_=null()),
@@ -133,6 +152,8 @@ def apply(
         )
         _no_longer_seen(conn, select(p.current_version_id).where(p.id.in_(part)), last_seen_before)
     _held(conn, feed_id, held, now, last_seen_before)
+    if absent is not None:  # only a feed with grace_days or keep_groups has absent patrons
+        _absent(conn, feed_id, absent, last_seen_before)
     _index_identifiers(conn, feed_id)
     conn.execute(delete(staged_t).where(mine))
     conn.execute(delete(staged_identifier_t).where(staged_identifier_t.c.feed_id == feed_id))
@@ -183,6 +204,30 @@ def _held(
     ]
     for part in chunks(present):
         conn.execute(update(version_t).where(v.id.in_(part)).values(last_seen=None))
+
+
+def _absent(
+    conn: Connection, feed_id: int, absent: list[int], seen_last: dt.datetime | None
+) -> None:
+    """Patrons missing but not departed keep the time they were last seen (the grace runs
+    from it); those missing before and seen again are seen in every extract again."""
+    p, v = patron_t.c, version_t.c
+    away = set(absent)
+    missed = conn.execute(
+        select(p.id, p.current_version_id)
+        .join(version_t, v.id == p.current_version_id)
+        .where(
+            p.feed_id == feed_id,
+            p.state == PatronState.PRESENT.value,
+            p.held_since.is_(None),
+            v.last_seen.is_not(None),
+        )
+    ).all()
+    back = [version for pid, version in missed if pid not in away]
+    for part in chunks(back):
+        conn.execute(update(version_t).where(v.id.in_(part)).values(last_seen=None))
+    for part in chunks(absent):
+        _no_longer_seen(conn, select(p.current_version_id).where(p.id.in_(part)), seen_last)
 
 
 def _index_identifiers(conn: Connection, feed_id: int) -> None:

@@ -39,8 +39,9 @@ from .tables import (
     version_t,
 )
 
-SENT_ONCE_KINDS = ("departed", "returned")
-"""Kinds of version that must reach Alma once, whatever their digest (diff.Kind values)."""
+SENT_ONCE_KINDS = ("departed", "returned", "renewed", "refreshed")
+"""Kinds of version that must reach Alma once, whatever their digest (diff.Kind and
+diff.Resent values: a refreshed record digests like the one Alma holds)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,12 @@ def _advance_confirmed(conn: Connection, batch: BatchState) -> None:
         .where(m.batch_id == batch.id, m.patron_id == patron_t.c.id)
         .scalar_subquery()
     )
+    expiry = (
+        select(version_t.c.expiry_date)
+        .join(member_t, m.version_id == version_t.c.id)
+        .where(m.batch_id == batch.id, m.patron_id == patron_t.c.id)
+        .scalar_subquery()
+    )
     conn.execute(
         update(patron_t)
         .where(
@@ -183,7 +190,7 @@ def _advance_confirmed(conn: Connection, batch: BatchState) -> None:
             # A batch confirmed late never overwrites what a newer batch already confirmed.
             or_(patron_t.c.confirmed_seq.is_(None), patron_t.c.confirmed_seq < batch.seq),
         )
-        .values(confirmed_digest=carried, confirmed_seq=batch.seq)
+        .values(confirmed_digest=carried, confirmed_seq=batch.seq, confirmed_expiry=expiry)
     )
 
 
@@ -210,7 +217,7 @@ def reject(conn: Connection, batch: BatchState, reasons: dict[int, str]) -> None
         conn.execute(
             update(patron_t)
             .where(patron_t.c.id == patron_id, patron_t.c.confirmed_seq == batch.seq)
-            .values(confirmed_digest=None, confirmed_seq=None)
+            .values(confirmed_digest=None, confirmed_seq=None, confirmed_expiry=None)
         )
 
 

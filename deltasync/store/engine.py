@@ -21,7 +21,7 @@ from ..redact import SECRET_PARAMETERS, redact
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 """The newest migration this deltasync ships (a test holds it to alembic's own answer).
 
 Opening an up-to-date store — what every command does — compares against this and never

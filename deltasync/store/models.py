@@ -201,6 +201,8 @@ class Patron(Base):
     # What Alma holds: the digest of the newest confirmed record, and the batch that sent it.
     confirmed_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16))
     confirmed_seq: Mapped[int | None] = mapped_column(Integer)
+    # The expiry date of the record Alma last confirmed: what an expiry policy renews from.
+    confirmed_expiry: Mapped[dt.date | None] = mapped_column(Date)
     # A record Alma rejected is not sent again until it changes (or on replay).
     rejected_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16))
     rejected_reason: Mapped[str | None] = mapped_column(Text)
@@ -231,6 +233,9 @@ class PatronVersion(Base):
     digest: Mapped[bytes] = mapped_column(LargeBinary(16))
     # NULL once retention pruned a superseded version; its digest and dates stay.
     payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The record's expiry date (NULL for versions older than migration 0008 that were
+    # neither current nor confirmed then): confirming a batch copies it to the patron.
+    expiry_date: Mapped[dt.date | None] = mapped_column(Date)
     first_seen: Mapped[dt.datetime] = mapped_column(Timestamp())
     # NULL while this is the current record of a patron in the latest extract: it was seen in
     # every extract since first_seen (nothing is written per unchanged patron per day). Set

@@ -126,6 +126,20 @@ def lookup(conn: Connection, feed_id: int, keys: Iterable[str]) -> dict[str, Kno
     return found
 
 
+def current_payloads(conn: Connection, patron_ids: list[int]) -> dict[int, bytes]:
+    """Patron id → its current (desired) record."""
+    p, v = patron_t.c, version_t.c
+    found: dict[int, bytes] = {}
+    for part in chunks(patron_ids):
+        rows = conn.execute(
+            select(p.id, v.payload)
+            .join(version_t, v.id == p.current_version_id)
+            .where(p.id.in_(part), v.payload.is_not(None))
+        )
+        found.update((int(pid), bytes(payload)) for pid, payload in rows)
+    return found
+
+
 def present_terms(conn: Connection, feed_id: int) -> Iterator[tuple[int, int]]:
     """``(patron id, fingerprint term of its digest)`` of every present patron."""
     p = patron_t.c
@@ -312,7 +326,11 @@ def adopt(conn: Connection, feed_id: int, extract_id: int, repaired: set[str]) -
     one goes out with the next run.
     """
     p = patron_t.c
-    conn.execute(update(patron_t).where(p.feed_id == feed_id).values(confirmed_digest=p.digest))
+    conn.execute(
+        update(patron_t)
+        .where(p.feed_id == feed_id)
+        .values(confirmed_digest=p.digest, confirmed_expiry=p.expiry_date)
+    )
     for part in chunks(sorted(repaired)):
         conn.execute(
             update(patron_t)
