@@ -70,6 +70,29 @@ def test_the_real_sample_files_take_the_fast_path() -> None:
         assert assert_exact(path), path
 
 
+def test_pages_given_back_behind_the_scanner_change_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A mapped file's pages are given back every RELEASE_BYTES (32 MiB): here after every
+    # record, so records, digests, lines and a later locate() all read released pages again.
+    import deltasync.source.xml as xml
+
+    path = tmp_path / "a.xml"
+    generate_extract.write_extract(path, patrons=200, day=2, shuffle=True)
+
+    def everything() -> tuple[list[tuple[bytes | None, bytes | None, int]], dict[bytes, list[str]]]:
+        extract = XmlExtract(path, encoding="utf-8")
+        records = [(r.raw, r.raw_digest, r.line) for r in extract.records()]
+        late = {digest for _raw, digest, _line in records[-3:] if digest is not None}
+        return records, extract.locate(late)
+
+    kept = everything()
+    monkeypatch.setattr(xml, "RELEASE_BYTES", 1)
+    assert everything() == kept
+    assert len(kept[0]) == len(generate_extract.present_ids(patrons=200, day=2))
+    assert len(kept[1]) == 3
+
+
 def test_lines_are_right_beyond_65535(tmp_path: Path) -> None:
     # libxml2 skips line 65535 in the numbers it reports; the fast reader counts bytes.
     path = tmp_path / "long.xml"

@@ -32,6 +32,9 @@ from .scanner import Prolog, SliceScanner, StepAside
 CHUNK = 1 << 23
 """Bytes read at a time from a compressed extract."""
 PROGRESS_BYTES = 1 << 20
+RELEASE_BYTES = 32 << 20
+"""How much of a mapped file is read before the pages behind the scanner are given back:
+a mapped page counts toward the process's memory until it is, and a file may be gigabytes."""
 """Bytes of a document between two progress reports."""
 _UTF8_NAMES = {"utf-8", "utf8"}
 
@@ -114,7 +117,7 @@ class XmlExtract:
                     mapped = stack.enter_context(
                         mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ)
                     )
-                    yield from self._document(self.name, 0, [mapped], None)
+                    yield from self._document(self.name, 0, [mapped], None, _releaser(mapped))
             except (OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
                 # The full parse says precisely what is wrong with the file.
                 raise StepAside(f"cannot read the file: {exc}", 0) from exc
@@ -125,8 +128,10 @@ class XmlExtract:
         number: int,
         chunks: Chunks,
         position: Callable[[], int] | None,
+        release: Callable[[int], None] | None = None,
     ) -> Iterator[Record]:
         scanner = SliceScanner(cast(Iterable[bytes], chunks))
+        released = 0
         reader: _SliceReader | None = None
         count = 0
         progress = self.progress
@@ -147,6 +152,9 @@ class XmlExtract:
                 plain=self.utf8 and not suspect(raw),
             )
             count += 1
+            if release is not None and piece.offset - released >= RELEASE_BYTES:
+                released = piece.offset
+                release(released)
             if progress is not None and piece.offset - reported >= PROGRESS_BYTES:
                 reported = piece.offset
                 progress(position() if position is not None else piece.offset)
@@ -154,6 +162,21 @@ class XmlExtract:
             raise StepAside("the document holds no <user> records", 0)
         if progress is not None:
             progress(position() if position is not None else scanner.end)
+
+
+def _releaser(mapped: mmap.mmap) -> Callable[[int], None] | None:
+    """Gives back the pages of ``mapped`` before an offset the scanner has passed. They are
+    the file's, unchanged: read again (counting lines, say) they come back from the file."""
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None:  # not every platform has it; the memory is then only counted, not lost
+        return None
+
+    def release(offset: int) -> None:
+        length = offset - offset % mmap.PAGESIZE
+        if length:
+            mapped.madvise(advice, 0, length)
+
+    return release
 
 
 class _SliceReader:
