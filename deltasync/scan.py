@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import xxhash
 from sqlalchemy import Connection
@@ -117,7 +119,9 @@ class _Read:
     digest: bytes
     payload: bytes | None
     expiry: dt.date | None
-    findings: list[Finding]
+    findings: Callable[[], list[Finding]]
+    """The record's checks, run only for a record about to be sent: one spelled anew, or
+    whose later dates wait for renewal, passed them when it was first sent."""
     identifiers: list[tuple[str, int]]
     fold_forms: str | None
     repaired: bool
@@ -251,7 +255,7 @@ class _Pass:
                 self.setup.recipe.digest(user),
                 self.setup.recipe.payload(user) if self.setup.keep_payloads else None,
                 expiry,
-                self.checker.check(inspection),
+                partial(self.checker.check, inspection),
                 [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
                 snap.encode_folds(folds),
                 repaired,
@@ -361,7 +365,7 @@ class _Pass:
             add(kind, read.payload, read.expiry)
             return
         named = shown(read.match_id)
-        findings = [replace(f, match_id=named) for f in read.findings]
+        findings = [replace(f, match_id=named) for f in read.findings()]
         self.report.add(findings)
         if read.repaired or any(f.policy == Policy.FIX for f in findings):
             self.repaired.add(read.key)
