@@ -206,10 +206,13 @@ class _Pass:
             finding = Finding(
                 "match-id-missing", Policy.ERROR, None, record.source, record.line, message
             )
-            self.report.add([finding])
+            self.report.add([*record.findings, finding])
             return
+        # What the source found making the element (a CSV source's mapping) counts as the
+        # checks' findings do.
+        findings = [*record.findings, *self.checker.check(inspection)]
         if len(match_id) > MAX_LENGTH:
-            self._too_long(match_id, record, self.checker.check(inspection))
+            self._too_long(match_id, record, findings)
             return
         key = rule.key(match_id)
         folds = rule.folds(match_id)
@@ -227,7 +230,7 @@ class _Pass:
                 self.setup.recipe.digest(user),
                 self.setup.recipe.payload(user) if self.setup.keep_payloads else None,
                 record_expiry(user),
-                self.checker.check(inspection),
+                findings,
                 [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
                 snap.encode_folds(folds),
                 repaired,
