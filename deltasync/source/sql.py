@@ -66,6 +66,9 @@ class SqlExtract:
                 f"{where}: holds a password; name the environment variable that holds it "
                 "in sql.password_env instead"
             )
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            # Like state.url: a relative SQLite file is found beside the file that names it.
+            url = url.set(database=str((self.mapping.path.parent / url.database).resolve()))
         variable = self.options.password_env
         if variable is not None:
             password = os.environ.get(variable)
