@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import csv
+import gzip
+import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from csvworld import MAPPING, row, rows_of, simulate, write_csv
 from helpers import read_delta, run_json
+
+from deltasync.mapping.render import Renderer
 
 ConfigWriter = Callable[..., Path]
 
@@ -69,3 +76,73 @@ def test_names_in_cp1252_arrive_as_the_sis_wrote_them(
     assert two_line == "Room 0\nNorth wing"
     emails = sent["s000000"].findall("contact_info/emails/email")
     assert [e.get("preferred") for e in emails][:1] == ["true"]
+
+
+def test_unchanged_rows_cost_no_mapping_and_an_edited_mapping_sends_a_change_once(
+    sqlite_url: str, tmp_path: Path, write_config: ConfigWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(MAPPING.read_text(encoding="utf-8"), encoding="utf-8")
+    config = csv_config(write_config, sqlite_url, mapping=str(mapping))
+    day0 = simulate(20, 1)[0]
+    run_json(config, str(write_csv(tmp_path / "day0.csv", rows_of(day0))))
+    rendered: list[int] = []
+    original = Renderer.render
+
+    def counted(self: Renderer, *args: Any) -> Any:
+        rendered.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(Renderer, "render", counted)
+    data = run_json(config, str(write_csv(tmp_path / "day1.csv", rows_of(day0, shuffle=5))))
+    assert data["counts"]["unchanged"] == 20
+    assert rendered == []  # tier 1: the raw row and the mapping's fingerprint were enough
+    # An edit that changes the output of every GR student: those are changed, once.
+    grads = {r[0].lower() for r in rows_of(day0) if r[4] == "GR"}
+    assert grads
+    mapping.write_text(
+        mapping.read_text(encoding="utf-8").replace('GR = "GRAD"', 'GR = "PHD"'), encoding="utf-8"
+    )
+    data = run_json(config, str(write_csv(tmp_path / "day2.csv", rows_of(day0, shuffle=6))))
+    assert data["counts"]["changed"] == len(grads)
+    assert set(read_delta(Path(data["batch"]["file"]))) == grads
+    rendered.clear()
+    data = run_json(config, str(write_csv(tmp_path / "day3.csv", rows_of(day0, shuffle=7))))
+    assert data["batch"] is None
+    assert rendered == []
+
+
+def test_the_banner_example_runs_as_shipped(tmp_path: Path, write_config: ConfigWriter) -> None:
+    config = csv_config(write_config, f"sqlite:///{tmp_path / 'state.db'}")
+    data = run_json(config, str(MAPPING.parent / "students.csv"))
+    assert data["counts"]["new"] == 4
+    sent = read_delta(Path(data["batch"]["file"]))
+    assert sent["mnunez2"].findtext("first_name") == "Mari"
+    assert sent["akhan4"].findtext("user_group") == "UGRD"  # the table's "*" default
+
+
+@pytest.mark.parametrize(
+    ("suffix", "delimiter"), [(".csv.gz", ","), (".zip", ","), (".txt", "|"), (".tsv", "\t")]
+)
+def test_compressed_and_other_delimiters(
+    suffix: str, delimiter: str, tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(
+        MAPPING.read_text(encoding="utf-8").replace(
+            'delimiter = ","', f"delimiter = {json.dumps(delimiter)}"
+        ),
+        encoding="utf-8",
+    )
+    config = csv_config(write_config, f"sqlite:///{tmp_path / 'state.db'}", mapping=str(mapping))
+    plain = write_csv(tmp_path / "plain.csv", rows_of(simulate(7, 1)[0]), delimiter=delimiter)
+    extract = tmp_path / f"day0{suffix}"
+    if suffix.endswith(".gz"):
+        extract.write_bytes(gzip.compress(plain.read_bytes()))
+    elif suffix == ".zip":
+        with zipfile.ZipFile(extract, "w") as archive:
+            archive.write(plain, "students.csv")
+    else:
+        extract.write_bytes(plain.read_bytes())
+    data = run_json(config, str(extract))
+    assert data["counts"]["new"] == 7
