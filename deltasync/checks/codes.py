@@ -232,5 +232,8 @@ FILE_CODES: dict[str, str] = {
     "never be read",
     "zip-too-large": "the zip unpacks to more than Alma's 4 GB, or one entry more than 200 "
     "times its packed size (a zip bomb)",
+    "source-columns": "a CSV header or SQL query lacks a column the mapping uses, or names one "
+    "twice",
+    "sql-failed": "the SQL source's query failed or its database could not be reached",
 }
 """File-level codes: the run stops with exit 1 and the store unchanged."""

@@ -64,7 +64,11 @@ class Renderer:
 
     def render(self, row: Row, where: Where) -> tuple[etree._Element, list[Finding]]:
         """The ``<user>`` element of ``row`` and what mapping it found."""
-        run = _Run(self, row, where)
+        # Columns by name, and all of them as ``row`` for names that are no identifiers
+        # ("First Name", "contact/email"): ``row['First Name']``.
+        context = dict(row)
+        context.setdefault("row", row)
+        run = _Run(self, context, where)
         user = etree.Element("user")
         values = {e.name.removeprefix("user."): run.value(e) for e in self.mapping.user}
         for name, text in values.items():

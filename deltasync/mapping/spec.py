@@ -269,7 +269,7 @@ class _Compiler:
             template = self.env.from_string(value)
         except TemplateSyntaxError as exc:
             raise self.error(where, f"not a valid Jinja2 expression: {exc.message}") from None
-        columns = tuple(sorted(meta.find_undeclared_variables(parsed)))
+        columns = tuple(sorted(meta.find_undeclared_variables(parsed) - {"row"}))
         return Expression(where, None, template, columns)
 
     def tables(self, raw: object) -> dict[str, dict[str, str]]:
