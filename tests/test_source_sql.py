@@ -175,3 +175,18 @@ def test_the_peoplesoft_example_maps_its_sample_view(tmp_path: Path) -> None:
     email = sent["1000001"].find("contact_info/emails/email")
     assert email is not None and email.get("preferred") == "true"
     assert email.findtext("email_address") == "ana.ruiz@example.edu"
+
+
+def test_a_sql_feed_is_adopted_by_baseline_without_an_extract(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    sis = SisDatabase(f"sqlite:///{tmp_path / 'sis.db'}", None)
+    sis.load(rows_of(simulate(6, 1)[0]))
+    config = two_feeds(tmp_path, sqlite_url, sql_mapping(tmp_path, sis.url, "SELECT * FROM people"))
+    result = invoke(config, "--feed", "fromsql", "baseline", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["counts"]["new"] == 6
+    assert run_feed(config, "fromsql")["batch"] is None
+    refused = invoke(config, "--feed", "fromsql", "baseline", str(config))
+    assert refused.exit_code == 2
+    assert "reads several sources or a SQL query" in refused.stderr
