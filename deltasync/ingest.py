@@ -56,8 +56,8 @@ class Ingested:
     """Match keys of records sent in a form a fix changed (the SIS's differs)."""
     notices: list[str] = field(default_factory=list)
     """What a person should know about this ingest (the run exits 4)."""
-    fast: bool = True
-    """Whether the fast reader could be used (False: every record was read in full)."""
+    stepped_aside: str | None = None
+    """Why the fast reader stepped aside (every record was read in full); None: it did not."""
 
 
 def raw_seed(feed: FeedConfig, recipe: Recipe) -> str:
@@ -129,7 +129,7 @@ def ingest(
         departed_without_record=len(without_record),
         repaired=scanned.repaired,
         notices=notices,
-        fast=scanned.fast,
+        stepped_aside=scanned.stepped_aside,
     )
     if not apply_it:
         return result

@@ -72,14 +72,19 @@ class RunResult:
     """Reasons a person should look (run exits 4): failed or overdue batches, delivery errors."""
     pruned: retention.Pruned | None = None
     """What the retention window removed after the run (``retention_days``)."""
-    fast: bool = True
-    """Whether the extract could be read the fast way (by its bytes; False: in full)."""
+    stepped_aside: str | None = None
+    """Why the extract was read in full, not the fast way (by its bytes); None: fast."""
 
     def as_json(self) -> dict[str, Any]:
         """The ``run --json`` object: a contract scripts rely on."""
         return {
             "feed": self.feed,
-            "extract": {"path": str(self.extract), "sha256": self.sha256, "records": self.records},
+            "extract": {
+                "path": str(self.extract),
+                "sha256": self.sha256,
+                "records": self.records,
+                "read_in_full": self.stepped_aside,
+            },
             "counts": self.counts.as_dict(),
             "batch": None
             if self.batch is None
@@ -467,7 +472,7 @@ def _result(feed: FeedConfig, extract: _Extract, done: Ingested, *, dry_run: boo
         rehashed=done.rehashed,
         departed_without_record=done.departed_without_record,
         attention=list(done.notices),
-        fast=done.fast,
+        stepped_aside=done.stepped_aside,
     )
 
 

@@ -86,8 +86,8 @@ class Scanned:
     """``<user>`` records read (a duplicate counts each time)."""
     repaired: set[str] = field(default_factory=set)
     """Match keys of records sent in a form a fix changed."""
-    fast: bool = True
-    """False: the fast reader stepped aside and every record was read in full."""
+    stepped_aside: str | None = None
+    """Why the fast reader stepped aside and every record was read in full (None: it did not)."""
     held_patrons: list[int] = field(default_factory=list)
     """Known patrons whose record in the extract is held back: their stored one stands."""
 
@@ -116,9 +116,11 @@ def scan(conn: Connection, setup: ScanSetup, source: Source, staging: Staging) -
     what it reads in full in ``staging``."""
     try:
         return _Pass(conn, setup, staging, fast=True).run(source)
-    except StepAside:
+    except StepAside as aside:
         staging.clear()
-        return _Pass(conn, setup, staging, fast=False).run(source)
+        read_in_full = _Pass(conn, setup, staging, fast=False).run(source)
+        read_in_full.stepped_aside = str(aside)
+        return read_in_full
 
 
 class _Pass:
@@ -353,7 +355,6 @@ class _Pass:
             + len(self.failed),
             read=self.read,
             repaired=self.repaired - set(held) - set(self.failed),
-            fast=self.fast,
             held_patrons=self._held_patrons(set(held) | set(self.failed), repeated),
         )
 

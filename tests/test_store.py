@@ -12,7 +12,7 @@ from helpers import invoke, run_json
 from sqlalchemy import inspect, text
 
 from deltasync.store import create_store_engine, open_store
-from deltasync.store.engine import alembic_config
+from deltasync.store.engine import HEAD_REVISION, alembic_config
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
@@ -23,6 +23,28 @@ def test_migrations_match_the_models(db_url: str) -> None:
             command.check(config)  # raises if autogenerate would write a new migration
         tables = set(inspect(store.engine).get_table_names())
     assert {"feed", "extract", "batch", "patron", "patron_version", "staged_record"} <= tables
+
+
+def test_the_head_revision_constant_is_alembics_head() -> None:
+    # Opening a store compares against HEAD_REVISION so that start-up never imports alembic;
+    # a new migration must move it.
+    from alembic.script import ScriptDirectory
+
+    assert HEAD_REVISION == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def test_a_command_on_an_up_to_date_store_never_imports_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    open_store(url).close()
+    probe = (
+        "import sys; from deltasync.store import open_store; "
+        f"open_store({url!r}).close(); print('alembic' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_open_is_idempotent(db_url: str) -> None:

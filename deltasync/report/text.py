@@ -65,6 +65,9 @@ def _diff(result: RunResult) -> list[str]:
         )
     if result.rehashed:
         out.append(f"  hash recipe changed: re-hashed {result.rehashed} snapshot records")
+    if result.stepped_aside:
+        # Correct either way, only slower: worth knowing when a night takes longer.
+        out.append(f"  read in full, not the fast way: {result.stepped_aside}")
     for held in result.held_back:
         where = "; ".join(held.where)
         out.append(f"  held back {held.match_id or '(no match ID)'}: {held.reason} ({where})")
