@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from csvworld import COLUMNS, MAPPING, row, write_csv
-from helpers import invoke
+from helpers import invoke, run_json
 from lxml import etree
 
 ConfigWriter = Callable[..., Path]
@@ -136,3 +136,79 @@ def test_source_settings_are_checked(
     result = invoke(config, "status")
     assert result.exit_code == 1
     assert result.stderr == f"Error: {config}: {message}\n"
+
+
+RULES = """
+[user]
+primary_id = "{{ ID }}"
+last_name = "{{ NAME }}"
+first_name = "{{ FIRST }}"
+
+[[email]]
+email_address = "{{ MAIL1 }}"
+email_type = "school"
+[[email]]
+email_address = "{{ MAIL2 }}"
+email_type = "personal"
+preferred = "{{ 'true' if MAIL2 else 'false' }}"
+
+[[phone]]
+phone_number = "{{ PHONE }}"
+
+[[identifier]]
+id_type = "UNIV_ID"
+value = "{{ ID | lower }}"
+[[identifier]]
+id_type = "BARCODE"
+value = "{{ CARD }}"
+
+[[statistic]]
+statistic_category = "{{ STAT }}"
+"""
+
+
+def test_the_rules_a_librarian_expects_without_writing_them(
+    tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    mapping = tmp_path / "rules.toml"
+    mapping.write_text(RULES, encoding="utf-8")
+    config = write_config(
+        f"sqlite:///{tmp_path / 'state.db'}",
+        feed={"source": "csv", "mapping": str(mapping), "timezone": "UTC"},
+    )
+    path = tmp_path / "in.csv"
+    path.write_text(
+        "ID,NAME,FIRST,MAIL1,MAIL2,PHONE,CARD,STAT\n"
+        "A1,  Doe  ,   ,a@x.edu,home@x.com,,B1,\n"
+        "B2,Roe,Rita,b@x.edu,,555,,\n",
+        encoding="utf-8",
+    )
+    result = invoke(config, "map", str(path))
+    assert result.exit_code == 0, result.output
+    first, second = etree.fromstring(result.stdout.encode())
+    assert first.findtext("last_name") == "Doe"  # trimmed
+    assert first.find("first_name") is None  # only spaces: empty, left out
+    emails = first.findall("contact_info/emails/email")
+    # The mapping sets preferred: no default; the first email gets no attribute.
+    assert [e.get("preferred") for e in emails] == [None, "true"]
+    assert first.find("contact_info/phones") is None  # main value empty: segment left out
+    # The UNIV_ID equal to the primary ID (whatever its case) is left out.
+    assert [i.findtext("id_type") for i in first.iter("user_identifier")] == ["BARCODE"]
+    assert first.find("user_statistics") is None  # an empty statistic is never sent
+    # The segment that set preferred is left out (no MAIL2): the first kept email is it.
+    assert [e.get("preferred") for e in second.findall("contact_info/emails/email")] == ["true"]
+    [phone] = second.findall("contact_info/phones/phone")
+    assert phone.get("preferred") == "true"  # the first kept phone
+    assert second.find("user_identifiers") is None
+
+
+def test_history_and_show_work_on_mapped_records(config: Path, tmp_path: Path) -> None:
+    run_json(config, str(write_csv(tmp_path / "d0.csv", [row(1, 0), row(2, 0)])))
+    run_json(config, str(write_csv(tmp_path / "d1.csv", [row(1, 1), row(2, 0)])))
+    history = invoke(config, "history", "s000001", "--format", "json")
+    assert history.exit_code == 0, history.output
+    versions = json.loads(history.stdout)
+    assert len(versions) == 2
+    shown = invoke(config, "show", "s000001")
+    assert shown.exit_code == 0, shown.output
+    assert etree.fromstring(shown.stdout.encode()).findtext("last_name") == row(1, 1)[3]

@@ -190,3 +190,23 @@ def test_a_sql_feed_is_adopted_by_baseline_without_an_extract(
     refused = invoke(config, "--feed", "fromsql", "baseline", str(config))
     assert refused.exit_code == 2
     assert "reads several sources or a SQL query" in refused.stderr
+
+
+def test_check_reads_a_sql_feed_without_a_file(sqlite_url: str, tmp_path: Path) -> None:
+    sis = SisDatabase(f"sqlite:///{tmp_path / 'sis.db'}", None)
+    rows = rows_of(simulate(3, 1)[0])
+    rows[1][COLUMNS.index("TERM_END")] = "2031-06-30"  # not the mapping's %m/%d/%Y
+    sis.load(rows)
+    mapping = sql_mapping(tmp_path, sis.url, "SELECT * FROM people")
+    config = two_feeds(tmp_path, sqlite_url, mapping)
+    result = invoke(config, "--feed", "fromsql", "check", "--json")
+    assert result.exit_code == 4, result.output
+    data = json.loads(result.stdout)
+    assert data["file"] == f"sql:{mapping}"
+    assert data["records"] == 3
+    # The dates left empty are missing too (CARLI's mandatory expiry and purge dates).
+    assert {(f["code"], f["match_id"], f["line"]) for f in data["findings"]} == {
+        ("map-date-invalid", "s000001", 2),
+        ("mandatory-missing", "s000001", 2),
+    }
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()
