@@ -142,3 +142,17 @@ def test_a_column_the_mapping_needs_missing_from_the_header_fails_the_run(
     assert result.stderr.startswith(f"Error: {path}: no column 'ADDR1', 'ADDR2', ")
     assert f"which the mapping {MAPPING} uses" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_a_match_id_twice_in_a_csv_file_names_both_lines(
+    sqlite_url: str, tmp_path: Path, write_config: ConfigWriter
+) -> None:
+    config = config_for(write_config, sqlite_url)
+    run_json(config, str(write_csv(tmp_path / "day0.csv", [row(n, 0) for n in (1, 2, 4)])))
+    # Patron 1 again, unchanged (tier 1), and a second copy of it that is changed.
+    day1 = write_csv(tmp_path / "day1.csv", [row(1, 0), row(2, 0), row(4, 0), row(1, 1)])
+    data = run_json(config, str(day1), exit_code=4)
+    [held] = data["held_back"]
+    assert held["match_id"] == "s000001"
+    assert held["where"] == [f"{day1}, line 2", f"{day1}, line 5"]
+    assert data["counts"]["departed"] == 0
