@@ -74,6 +74,11 @@ def test_names_in_cp1252_arrive_as_the_sis_wrote_them(
     assert any(not name.isascii() for name in (row(n, 0)[3] for n in range(30)))
     two_line = sent["s000000"].findtext("contact_info/addresses/address/line2")
     assert two_line == "Room 0\nNorth wing"
+    # A CR LF inside a quoted field (as Windows writes it) is one line end.
+    windows = [row(n, 0) for n in range(3)]
+    windows[0][9] = "Room 0\r\nNorth wing"
+    data = run_json(config, str(write_csv(tmp_path / "day1.csv", windows)))
+    assert data["counts"]["changed"] == 0 and data["counts"]["unchanged"] == 3
     emails = sent["s000000"].findall("contact_info/emails/email")
     assert [e.get("preferred") for e in emails][:1] == ["true"]
 

@@ -1,11 +1,12 @@
 """A row (its columns by name) rendered through a mapping into an Alma ``<user>`` element.
 
 The rules a librarian expects without writing them: values are trimmed (a value of only
-spaces is empty); an empty field is left out; a segment whose main value is empty is left out
-(Alma rejects an empty statistic or identifier); the first kept email, address and phone is
-``preferred="true"`` unless the mapping sets ``preferred``; an identifier equal to the primary
-ID is left out (Alma rejects it); characters XML cannot hold (C0 controls) are removed and
-reported. What an expression cannot map is a finding with the row and the field's columns.
+spaces is empty) and a line break inside a value is one LF; an empty field is left out; a
+segment whose main value is empty is left out (Alma rejects an empty statistic or
+identifier); the first kept email, address and phone is ``preferred="true"`` unless the
+mapping sets ``preferred``; an identifier equal to the primary ID is left out (Alma rejects
+it); characters XML cannot hold (C0 controls) are removed and reported. What an expression
+cannot map is a finding with the row and the field's columns.
 """
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ class _Run:
             self.add("map-render-error", expression, _described(exc))
             return ""
         text = text.strip()
+        if "\r" in text:
+            # A line break inside a quoted field, as Windows writes it: one XML line end.
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
         if FORBIDDEN.search(text):
             found = sorted({f"U+{ord(c):04X}" for c in FORBIDDEN.findall(text)})
             self.add("char-control", expression, f"removed {', '.join(found)}")
