@@ -360,7 +360,7 @@ FIRST_OF = {
 
 def csv_mapping(csv_file: Path) -> str:
     """A mapping of the flattened CSV: the simple fields, the first email, address and phone,
-    both identifiers, and the other columns kept in a note (so every change is a change);
+    both identifiers, and every other column kept in a note (so every change is a change);
     ``status_date`` is left out, as the XML feed ignores it."""
     with csv_file.open(encoding="utf-8", newline="") as f:
         header = next(csv.reader(f))
@@ -377,8 +377,8 @@ def csv_mapping(csv_file: Path) -> str:
     for kind, fields in FIRST_OF.items():
         lines.append(f"\n[[{kind}]]")
         for name, column in fields:
+            # The column stays in the note too: a change of a second email is a change.
             lines.append(f"{name} = {value(column, 0)}")
-            used.add(column)
     ids = "user_identifiers/user_identifier/value"
     for index, id_type in enumerate(("UNIV_ID", "BARCODE")):
         lines += ["\n[[identifier]]", f'id_type = "{id_type}"', f"value = {value(ids, index)}"]
