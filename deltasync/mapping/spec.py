@@ -184,6 +184,20 @@ class Mapping:
 ENCODINGS = ("utf-8", "cp1252", "latin-1")
 
 
+def fingerprint_of(path: Path) -> str:
+    """The fingerprint of the mapping file at ``path`` (as :func:`load` gives it), without
+    compiling it; ConfigError when it cannot be read."""
+    try:
+        return fingerprint(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the mapping file: {exc.strerror}") from exc
+
+
+def fingerprint(raw: bytes) -> str:
+    """A mapping's fingerprint: its bytes and the version of the rules that render it."""
+    return xxhash.xxh3_128_hexdigest(RULES_VERSION.encode() + b"\x00" + raw)
+
+
 def load(path: Path) -> Mapping:
     """Read and compile the mapping file at ``path``; ConfigError names the file and key."""
     try:
@@ -234,7 +248,7 @@ class _Compiler:
                 segments.append(self.segment(kind, number, entry))
         return Mapping(
             path=self.path,
-            fingerprint=xxhash.xxh3_128_hexdigest(RULES_VERSION.encode() + b"\x00" + raw),
+            fingerprint=fingerprint(raw),
             user=user,
             segments=segments,
             tables=tables,

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..checks.settings import CheckSettings
 from ..config import FeedConfig, SourceConfig
 from ..errors import ExtractError
-from ..mapping.spec import Mapping, load
+from ..mapping.spec import Mapping, fingerprint_of, load
 from ..matchid import MatchIdRule
 from . import Source
 from .csvfile import CsvExtract
@@ -39,7 +39,8 @@ def describe(feed: FeedConfig) -> str:
         if source.mapping is None:
             parts.append(source.kind)
         else:
-            parts.append(f"{source.kind}:{_mapping(source).fingerprint}")
+            # Only the file's fingerprint: the mapping is compiled once, when it is opened.
+            parts.append(f"{source.kind}:{fingerprint_of(source.mapping)}")
     return "source=" + ",".join(parts)
 
 
