@@ -311,7 +311,9 @@ def test_the_store_is_read_never_migrated(site: Path) -> None:
         command.upgrade(alembic, "0005")
     code, lines, _ = doctor(config)
     assert code == 0, lines
-    head = "0006"
+    head = sorted(
+        p.name[:4] for p in (Path(__file__).parent.parent / "migrations" / "versions").glob("0*.py")
+    )[-1]
     assert lines[1] == (
         f"ok    store: {url} is at migration 0005; the next command migrates it to {head} "
         "(doctor does not)"
