@@ -149,6 +149,20 @@ def secret_from_environment(setting: str, variable: str) -> str:
     return value
 
 
+SOURCE_KINDS = ("alma-xml", "csv", "sql")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One source of a feed: what kind, where its extract is, and the mapping of its rows."""
+
+    kind: str = "alma-xml"
+    extract: str | None = None
+    """A path or a glob (the newest match is taken); None for ``sql`` or when given per run."""
+    mapping: Path | None = None
+    """The mapping file of a ``csv`` or ``sql`` source."""
+
+
 @dataclass(frozen=True)
 class FeedConfig:
     """One SIS feed: one population of patrons with its own snapshot and outbox."""
@@ -177,6 +191,14 @@ class FeedConfig:
     """Count changes of the fields Alma's SIS load ignores (off: they are not changes)."""
     warnings: tuple[str, ...] = ()
     """What looks wrong but is allowed (dates that look like a heartbeat)."""
+    sources: tuple[SourceConfig, ...] = ()
+    """Where the records come from, in precedence order; empty: Alma XML from ``extract``."""
+
+    @property
+    def file_extract(self) -> bool:
+        """Whether a run reads one extract file (given on the command line or by
+        ``extract``); else each source finds its own (several sources, or SQL)."""
+        return len(self.sources) <= 1 and all(s.kind != "sql" for s in self.sources)
 
 
 @dataclass(frozen=True)
@@ -337,6 +359,9 @@ def _is_loopback(host: str) -> bool:
 
 
 FEED_KEYS = {
+    "source",
+    "mapping",
+    "sources",
     "encoding",
     "transport",
     "remote_dir",
@@ -436,10 +461,12 @@ def _feed(
     if not isinstance(count_sis, bool):
         raise reader.error(f"{where}.count_sis_fields", "must be true or false")
     warnings = [f"{reader.at(f'{where}.expiry')}: {w}" for w in expiry.warnings()]
+    sources = _sources(reader, where, table, extract)
     return FeedConfig(
         expiry=expiry,
         count_sis_fields=count_sis,
         warnings=tuple(warnings),
+        sources=sources,
         notify=notify,
         report_html=report_html,
         retention_days=retention,
@@ -455,6 +482,59 @@ def _feed(
         records_per_part=per_part,
         departure=departure,
     )
+
+
+SOURCE_KEYS = {"source", "extract", "mapping"}
+
+
+def _sources(
+    reader: _Reader, where: str, table: dict[str, Any], extract: str | None
+) -> tuple[SourceConfig, ...]:
+    """``source``/``mapping`` of the feed, or its ``[[feeds.NAME.sources]]`` in order."""
+    listed = table.get("sources")
+    if listed is None:
+        if "source" not in table and "mapping" not in table:
+            return ()
+        return (_source(reader, where, table, extract, own_extract=False),)
+    for key in ("source", "mapping", "extract"):
+        if key in table:
+            raise reader.error(
+                f"{where}.{key}", "set it in each [[feeds.NAME.sources]] table instead"
+            )
+    if not isinstance(listed, list) or not listed or not all(isinstance(t, dict) for t in listed):
+        raise reader.error(f"{where}.sources", "one or more [[feeds.NAME.sources]] tables")
+    sources = []
+    for number, entry in enumerate(listed, 1):
+        at = f"{where}.sources[{number}]"
+        reader.keys(entry, at, SOURCE_KEYS)
+        raw = entry.get("extract")
+        path = None if raw is None else str(reader.path(reader.string(entry, f"{at}.extract", "")))
+        sources.append(_source(reader, at, entry, path, own_extract=True))
+    return tuple(sources)
+
+
+def _source(
+    reader: _Reader, where: str, table: dict[str, Any], extract: str | None, *, own_extract: bool
+) -> SourceConfig:
+    kind = reader.string(table, f"{where}.source", "alma-xml")
+    if kind not in SOURCE_KINDS:
+        raise reader.error(f"{where}.source", f"must be one of {', '.join(SOURCE_KINDS)}")
+    raw_mapping = table.get("mapping")
+    if kind == "alma-xml":
+        if raw_mapping is not None:
+            raise reader.error(f"{where}.mapping", "only csv and sql sources have a mapping")
+        mapping = None
+    else:
+        if raw_mapping is None:
+            raise reader.error(f"{where}.mapping", f"a {kind} source needs a mapping file")
+        mapping = reader.path(reader.string(table, f"{where}.mapping", ""))
+    if kind == "sql" and extract is not None:
+        raise reader.error(f"{where}.extract", "a sql source reads its [sql] query, not a file")
+    if own_extract and kind != "sql" and extract is None:
+        raise reader.error(
+            f"{where}.extract", "each file source names its extract (a path or glob)"
+        )
+    return SourceConfig(kind, extract, mapping)
 
 
 REPORT_KEYS = {"notify", "log_file", "report_html"}

@@ -19,7 +19,7 @@ import shutil
 import socket
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -153,6 +153,15 @@ def _outbox(subject: str, outbox: Path) -> Finding:
 
 def _extract(subject: str, feed: FeedConfig, now: dt.datetime) -> Finding:
     what = f"{subject}: extract"
+    if not feed.file_extract:
+        # Several sources, or a query: each file source's extract must be there.
+        for number, source in enumerate(feed.sources, 1):
+            if source.extract is None:
+                continue
+            found = _extract(subject, replace(feed, extract=source.extract, sources=()), now)
+            if not found.ok:
+                return replace(found, detail=f"source {number}: {found.detail}")
+        return Finding(what, True, f"{len(feed.sources)} source(s) configured")
     if feed.extract is None:
         return Finding(what, True, "not set: give `run` the extract's path")
     matches = [Path(p) for p in glob.glob(feed.extract) if Path(p).is_file()]

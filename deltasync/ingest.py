@@ -19,16 +19,19 @@ from sqlalchemy import Connection
 
 from . import extract_order
 from .canonical import Recipe
-from .checks.findings import Report
+from .checks.codes import Policy
+from .checks.findings import Finding, Report
 from .config import FeedConfig, Limit
 from .delta.departure import expiration_record, is_record_of, needs_expiration
 from .diff import Counts, HeldBack, Kind
 from .errors import GuardRefused
+from .matchid import shown
 from .policy.absence import not_departed
 from .policy.resend import stage_resends
 from .policy.rules import seed_part
 from .scan import ScanSetup, scan
-from .source.xml import XmlExtract
+from .source.factory import describe, open_source
+from .source.merged import MergedSource
 from .store import extracts, feeds
 from .store import snapshot as snap
 from .store.apply import apply
@@ -72,7 +75,7 @@ def raw_seed(feed: FeedConfig, recipe: Recipe, today: dt.date | None = None) -> 
         *([rules] if rules else []),
         recipe.fingerprint,
         f"fixes={feed.checks.fixes}",
-        "source=alma-xml",
+        describe(feed),
         f"encoding={feed.encoding}",
         f"match={feed.match_id}",
     ]
@@ -112,8 +115,10 @@ def ingest(
         expiry=feed.expiry,
     )
     staging = Staging(conn, feed_row.id)
-    source = XmlExtract(path, encoding=feed.encoding, seed=seed.encode(), progress=progress)
+    source = open_source(feed, path, seed=seed.encode(), progress=progress)
     scanned = scan(conn, setup, source, staging)
+    if isinstance(source, MergedSource):
+        scanned.report.add(_merges(feed, source))
     step("scanned")
     # Digests depend on the recipe and the fixes: so does the content they sum up to.
     fingerprint = scanned.fingerprint.value(f"{recipe.fingerprint};fixes={feed.checks.fixes}")
@@ -187,6 +192,27 @@ def ingest(
     )
     feeds.record_settings(conn, feed_row.id, fixes=feed.checks.fixes, raw_seed=seed)
     return Ingested(**{**result.__dict__, "extract_id": extract_id})
+
+
+def _merges(feed: FeedConfig, source: MergedSource) -> list[Finding]:
+    """A finding per match ID that more than one source holds (the first source's is sent)."""
+    policy = feed.checks.policy("source-merged")
+    if policy == Policy.OFF:
+        return []
+    findings = []
+    for merge in source.merges:
+        where, _, line = merge.dropped.rpartition(", line ")
+        findings.append(
+            Finding(
+                "source-merged",
+                policy,
+                shown(merge.match_id),
+                where,
+                int(line or 0),
+                f"also in an earlier source, whose record is taken ({merge.kept})",
+            )
+        )
+    return findings
 
 
 def _guard(

@@ -32,7 +32,8 @@ from .diff import Counts, HeldBack
 from .errors import DeltasyncError, GuardRefused, NotFound
 from .ingest import Ingested, ingest, recipe_of
 from .ledger import Ledger
-from .source.files import Progress, modified_at, sha256_of
+from .source.factory import identify
+from .source.files import Progress
 from .store import Store, batches, extracts, feeds, runs
 from .store import snapshot as snap
 from .store.feeds import FeedRow
@@ -124,15 +125,15 @@ class _Extract:
     mtime: dt.datetime
 
     @classmethod
-    def at(cls, path: Path) -> _Extract:
-        resolved = path.resolve()
-        return cls(resolved, sha256_of(resolved), modified_at(resolved))
+    def at(cls, feed: FeedConfig, path: Path | None) -> _Extract:
+        found = identify(feed, path)
+        return cls(found.path, found.sha256, found.mtime)
 
 
 def run(
     store: Store,
     feed: FeedConfig,
-    extract_path: Path,
+    extract_path: Path | None,
     *,
     alma: AlmaApiConfig | None = None,
     dry_run: bool = False,
@@ -151,19 +152,19 @@ def run(
     step = checkpoint or (lambda _step: None)
     if dry_run:
         return _held_back_attention(
-            _dry_run(store, feed, _Extract.at(extract_path), moment, force, progress, step)
+            _dry_run(store, feed, _Extract.at(feed, extract_path), moment, force, progress, step)
         )
 
     def work() -> RunResult:
         if transport is None and feed.delivery is not None:
             check_credentials(feed.delivery)
-        extract = _Extract.at(extract_path)
+        extract = _Extract.at(feed, extract_path)
         with feed_lock(store, feed.name):
             return _run_locked(
                 store, feed, extract, alma, transport, jobs, moment, force, progress, step
             )
 
-    return _logged(store, feed.name, "run", moment, str(extract_path.resolve()), work)
+    return _logged(store, feed.name, "run", moment, _name(feed, extract_path), work)
 
 
 def _run_locked(
@@ -334,7 +335,7 @@ def _dry_run(
 def baseline(
     store: Store,
     feed: FeedConfig,
-    extract_path: Path,
+    extract_path: Path | None,
     *,
     now: dt.datetime | None = None,
     progress: Progress | None = None,
@@ -345,7 +346,7 @@ def baseline(
     moment = now or dt.datetime.now(dt.UTC)
 
     def work() -> RunResult:
-        extract = _Extract.at(extract_path)
+        extract = _Extract.at(feed, extract_path)
         with feed_lock(store, feed.name), store.begin() as conn:
             feed_row = feeds.ensure_feed(conn, feed.name, str(feed.match_id), _recipe(feed), moment)
             if snap.has_patrons(conn, feed_row.id):
@@ -374,7 +375,7 @@ def baseline(
             snap.adopt(conn, feed_row.id, done.extract_id, done.repaired)
         return _held_back_attention(_result(feed, extract, done, dry_run=False))
 
-    return _logged(store, feed.name, "baseline", moment, str(extract_path.resolve()), work)
+    return _logged(store, feed.name, "baseline", moment, _name(feed, extract_path), work)
 
 
 def replay(
@@ -474,6 +475,13 @@ def _result(feed: FeedConfig, extract: _Extract, done: Ingested, *, dry_run: boo
         attention=list(done.notices),
         stepped_aside=done.stepped_aside,
     )
+
+
+def _name(feed: FeedConfig, path: Path | None) -> str:
+    """The extract as the run log names it (a feed of several sources: every one)."""
+    if path is not None:
+        return str(path.resolve())
+    return ", ".join(s.extract or str(s.mapping) for s in feed.sources)
 
 
 def _recipe(feed: FeedConfig) -> Recipe:

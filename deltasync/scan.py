@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Any
 
 import xxhash
 from sqlalchemy import Connection
@@ -231,10 +232,13 @@ class _Pass:
             finding = Finding(
                 "match-id-missing", Policy.ERROR, None, record.source, record.line, message
             )
-            self.report.add([finding])
+            self.report.add([*record.findings, finding])
             return
+        # What the source found making the element (a CSV source's mapping) counts as the
+        # checks' findings do.
+        made = list(record.findings)
         if len(match_id) > MAX_LENGTH:
-            self._too_long(match_id, record, self.checker.check(inspection))
+            self._too_long(match_id, record, [*made, *self.checker.check(inspection)])
             return
         key = rule.key(match_id)
         folds = rule.folds(match_id)
@@ -255,7 +259,7 @@ class _Pass:
                 self.setup.recipe.digest(user),
                 self.setup.recipe.payload(user) if self.setup.keep_payloads else None,
                 expiry,
-                partial(self.checker.check, inspection),
+                partial(_findings, made, self.checker, inspection),
                 [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
                 snap.encode_folds(folds),
                 repaired,
@@ -663,6 +667,10 @@ def _split(where: str) -> tuple[str, int]:
 
 def _position(where: str) -> tuple[str, int]:
     return _split(where)
+
+
+def _findings(made: list[Finding], checker: RecordChecker, inspection: Any) -> list[Finding]:
+    return [*made, *checker.check(inspection)]
 
 
 def _reason(findings: list[Finding]) -> str:

@@ -7,7 +7,9 @@ One invocation measures, for each size given with ``--patrons``:
 * csv-diff (simonw) of day 0 against day 1 flattened to CSV (flattening not timed);
 * ``deltasync run`` on day 0 (all new), day 1 (the given churn) and a reformat day (day 1's
   records re-indented and with their fields in another order: nothing may be sent), and
-  ``deltasync status`` alone (start-up cost), on SQLite and on PostgreSQL.
+  ``deltasync status`` alone (start-up cost), on SQLite and on PostgreSQL;
+* ``deltasync run`` of a CSV feed (issue 11) on the very files csv-diff compares, day 0 and
+  day 1, through a mapping of their columns (``csv_mapping``): its day 1 must beat csv-diff.
 
 Every step is a separate process, timed (wall clock and CPU) by a small launcher that also
 reports its peak resident set size from ``os.wait4``, so libxml2 and SQLite memory count too
@@ -289,14 +291,22 @@ class Backend:
             env["DELTASYNC_STATE_URL"] = self.admin_url.rsplit("/", 1)[0] + "/bench"
         return env
 
-    def reset(self) -> None:
+    def reset(self, csv_file: Path | None = None) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
         self.work.mkdir(parents=True)
+        csv_feed = ""
+        if csv_file is not None:
+            (self.work / "csv-mapping.toml").write_text(csv_mapping(csv_file))
+            csv_feed = (
+                f'\n[feeds.{CSV_FEED}]\nsource = "csv"\nmapping = "csv-mapping.toml"\n'
+                f'outbox = "outbox-csv"\ntimezone = "America/Chicago"\n\n'
+                f'[feeds.{CSV_FEED}.departure]\nmax_departures = "100%"\n'
+            )
         self.config.write_text(
             '[state]\nurl = "sqlite:///deltasync.db"\n\n'
             '[feeds.patrons]\noutbox = "outbox"\ntimezone = "America/Chicago"\n'
             'ignore = ["status_date"]\n\n'
-            '[feeds.patrons.departure]\nmax_departures = "100%"\n'
+            '[feeds.patrons.departure]\nmax_departures = "100%"\n' + csv_feed
         )
         if self.admin_url is not None:
             import sqlalchemy as sa
@@ -307,8 +317,75 @@ class Backend:
                 conn.execute(sa.text("CREATE DATABASE bench"))
             engine.dispose()
 
-    def deltasync(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "deltasync", "--config", str(self.config), *args]
+    def deltasync(self, *args: str, feed: str = "patrons") -> list[str]:
+        command = [sys.executable, "-m", "deltasync", "--config", str(self.config)]
+        return [*command, "--feed", feed, *args]
+
+
+CSV_FEED = "patrons_csv"
+SIMPLE_FIELDS = (
+    "record_type",
+    "primary_id",
+    "first_name",
+    "middle_name",
+    "last_name",
+    "user_group",
+    "preferred_language",
+    "birth_date",
+    "expiry_date",
+    "purge_date",
+    "account_type",
+    "external_id",
+    "status",
+)
+FIRST_OF = {
+    # segment: (field, flattened column) — the first of the repeated values
+    "email": [
+        ("email_address", "contact_info/emails/email/email_address"),
+        ("email_type", "contact_info/emails/email/email_types/email_type"),
+    ],
+    "address": [
+        ("line1", "contact_info/addresses/address/line1"),
+        ("city", "contact_info/addresses/address/city"),
+        ("state_province", "contact_info/addresses/address/state_province"),
+        ("postal_code", "contact_info/addresses/address/postal_code"),
+        ("address_type", "contact_info/addresses/address/address_types/address_type"),
+    ],
+    "phone": [
+        ("phone_number", "contact_info/phones/phone/phone_number"),
+        ("phone_type", "contact_info/phones/phone/phone_types/phone_type"),
+    ],
+}
+
+
+def csv_mapping(csv_file: Path) -> str:
+    """A mapping of the flattened CSV: the simple fields, the first email, address and phone,
+    both identifiers, and every other column kept in a note (so every change is a change);
+    ``status_date`` is left out, as the XML feed ignores it."""
+    with csv_file.open(encoding="utf-8", newline="") as f:
+        header = next(csv.reader(f))
+
+    def value(column: str, index: int | None = None) -> str:
+        picked = f"row[{json.dumps(column)}]"
+        if index is not None:
+            picked = f"({picked}.split('; ') + ['', '', ''])[{index}]"
+        return json.dumps("{{ " + picked + " }}")
+
+    lines = ["[user]"]
+    lines += [f"{name} = {value(name)}" for name in SIMPLE_FIELDS if name in header]
+    used = {*SIMPLE_FIELDS, "status_date"}
+    for kind, fields in FIRST_OF.items():
+        lines.append(f"\n[[{kind}]]")
+        for name, column in fields:
+            # The column stays in the note too: a change of a second email is a change.
+            lines.append(f"{name} = {value(column, 0)}")
+    ids = "user_identifiers/user_identifier/value"
+    for index, id_type in enumerate(("UNIV_ID", "BARCODE")):
+        lines += ["\n[[identifier]]", f'id_type = "{id_type}"', f"value = {value(ids, index)}"]
+    rest = [c for c in header if c not in used and c != ids]
+    note = "|".join("{{ row[" + json.dumps(c) + "] }}" for c in rest)
+    lines += ["\n[[note]]", 'note_type = "OTHER"', f"note_text = {json.dumps(note)}"]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +396,7 @@ class Backend:
 def bench_size(args: argparse.Namespace, patrons: int, backends: list[Backend]) -> dict[str, Any]:
     """Measure every step at one size; the steps keyed by name, plus the files."""
     csv_diff: Path | None = None if args.skip_csv_diff else args.csv_diff
-    files = prepare_files(args.out, patrons, args.churn, csv_diff is not None)
+    files = prepare_files(args.out, patrons, args.churn, csv_wanted=True)
     truths = {"day0": files.truth(0), "day1": files.truth(1), "reformat": files.truth(1)}
     repeat = args.repeat or (1 if patrons >= MILLION else 3)
     steps: dict[str, Step] = {}
@@ -355,13 +432,17 @@ def bench_size(args: argparse.Namespace, patrons: int, backends: list[Backend]) 
             command = [str(csv_diff), *map(str, files.csv.values()), "--key", "primary_id"]
             sample, output = measure("csv_diff", command, log=log)
             record("csv_diff", sample, {"summary": output.strip().splitlines()[0]}, [])
-        # Issue 11 goes here: `deltasync run` of a CSV feed on files.csv["day0"] and ["day1"],
-        # timed like the XML days, with the target "day 1 faster than csv_diff".
         for backend in backends:
-            backend.reset()
+            backend.reset(files.csv["day0"])
             for day, path in files.xml.items():
                 name = f"{backend.name}.{day}"
                 command = backend.deltasync("run", "--json", str(path))
+                sample, output = measure(name, command, env=backend.env, log=log)
+                result, problems = check_run(day, json.loads(output), truths[day])
+                record(name, sample, result, problems)
+            for day, path in files.csv.items():
+                name = f"{backend.name}.csv.{day}"
+                command = backend.deltasync("run", "--json", str(path), feed=CSV_FEED)
                 sample, output = measure(name, command, env=backend.env, log=log)
                 result, problems = check_run(day, json.loads(output), truths[day])
                 record(name, sample, result, problems)
@@ -369,8 +450,7 @@ def bench_size(args: argparse.Namespace, patrons: int, backends: list[Backend]) 
             sample, _ = measure(name, backend.deltasync("status"), env=backend.env, log=log)
             record(name, sample, {}, [])
     paths = {f"{day}.xml": path for day, path in files.xml.items()}
-    if csv_diff is not None:
-        paths |= {f"{day}.csv": path for day, path in files.csv.items()}
+    paths |= {f"{day}.csv": path for day, path in files.csv.items()}
     return {
         "repeat": repeat,
         "files": {

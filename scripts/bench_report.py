@@ -84,6 +84,21 @@ def _size_targets(patrons: int, steps: dict[str, Any], before: dict[str, float])
                 what = "nothing sent" if day == "reformat" else "counts as generated"
                 name = f"{n} {backend} {DAY_NAMES[day]}: correct ({what})"
                 found.append(Target(name, "correct", float(len(step["problems"]))))
+    for backend in BACKENDS:
+        for day in ("day0", "day1"):
+            step = steps.get(f"{backend}.csv.{day}")
+            if step is not None:
+                name = f"{n} {backend} CSV feed {DAY_NAMES[day]}: correct (counts as generated)"
+                found.append(Target(name, "correct", float(len(step["problems"]))))
+        if f"{backend}.csv.day1" in steps and "csv_diff" in steps:
+            found.append(
+                Target(
+                    f"{n} {backend} CSV feed day 1 / csv-diff (issue 11)",
+                    "ratio",
+                    ratio(f"{backend}.csv.day1", "csv_diff"),
+                    1.0,
+                )
+            )
     need = 3.0 if patrons >= MILLION else 2.0
     found.append(
         Target(
@@ -207,6 +222,11 @@ _ROWS = (
     [(f"iterparse.{day}", f"lxml iterparse, {DAY_NAMES[day]} file") for day in DAYS]
     + [("csv_diff", "csv-diff day 0 -> day 1 (as CSV)")]
     + [(f"{b}.{day}", f"{b} run, {DAY_NAMES[day]}") for b in BACKENDS for day in DAYS]
+    + [
+        (f"{b}.csv.{day}", f"{b} run of the CSV feed, {DAY_NAMES[day]}")
+        for b in BACKENDS
+        for day in ("day0", "day1")
+    ]
     + [(f"{b}.status", f"{b} status (start-up)") for b in BACKENDS]
 )
 
@@ -269,6 +289,7 @@ def _size_table(patrons: int, size: dict[str, Any]) -> list[str]:
     ratios = [
         ("iterparse / sqlite day 1", "iterparse.day1", "sqlite.day1"),
         ("csv-diff / sqlite day 1", "csv_diff", "sqlite.day1"),
+        ("sqlite CSV feed day 1 / csv-diff", "sqlite.csv.day1", "csv_diff"),
         ("sqlite status / sqlite day 1", "sqlite.status", "sqlite.day1"),
         ("postgresql / sqlite day 0", "postgresql.day0", "sqlite.day0"),
     ]

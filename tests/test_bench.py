@@ -79,6 +79,7 @@ def test_bench_runs_every_step_on_the_same_files(tmp_path: Path) -> None:
     names = [f"iterparse.{day}" for day in bench.DAYS]
     for backend in backends.split(","):
         names += [f"{backend}.{day}" for day in (*bench.DAYS, "status")]
+        names += [f"{backend}.csv.{day}" for day in ("day0", "day1")]
     assert sorted(size["steps"]) == sorted(names)
     steps = size["steps"]
     assert steps["iterparse.day1"]["result"] == {"records": size["truth_day1"]["present"]}
@@ -91,7 +92,10 @@ def test_bench_runs_every_step_on_the_same_files(tmp_path: Path) -> None:
     assert result["csv_diff_skipped"] == "--skip-csv-diff"
     assert result["machine"]["cpus"] == os.cpu_count()
     correct = [t for t in result["targets"] if t["kind"] == "correct"]
-    assert len(correct) == 3 * len(backends.split(",")) and all(t["pass"] for t in correct)
+    # Three XML days and two days of the CSV feed (issue 11) per backend.
+    assert len(correct) == 5 * len(backends.split(",")) and all(t["pass"] for t in correct)
+    assert steps["sqlite.csv.day0"]["result"]["sent"] == 200
+    assert steps["sqlite.csv.day1"]["result"]["counts"] == steps["sqlite.day1"]["result"]["counts"]
     assert "200 sqlite day 1: iterparse time / run time" in done.stderr
     saved = list(tmp_path.glob("bench-*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text()) == result

@@ -174,6 +174,41 @@ RECORD_CODES: dict[str, Code] = {
             _NO_FIX,
         ),
         Code(
+            "row-bad",
+            "a CSV row that cannot be read as the header's columns (a wrong number of fields, "
+            "an unbalanced quote); its match ID, if it can be read, is held back",
+            Policy.ERROR,
+            _ONLY_ERROR,
+        ),
+        Code(
+            "map-code-unknown",
+            "a value the mapping's code() finds neither in its code table nor as the table's "
+            "'*' default; the field is left empty",
+            Policy.ERROR,
+            _NO_FIX,
+        ),
+        Code(
+            "map-date-invalid",
+            "a value the mapping's date() cannot read with its format (or add_days() with no "
+            "date); the field is left empty",
+            Policy.ERROR,
+            _NO_FIX,
+        ),
+        Code(
+            "map-render-error",
+            "a mapping expression failed on the row (an undefined column, a refused "
+            "operation); the field is left empty",
+            Policy.ERROR,
+            _NO_FIX,
+        ),
+        Code(
+            "source-merged",
+            "a match ID found in more than one source of the feed: the record of the first "
+            "source (in the configured order) is taken",
+            Policy.WARN,
+            frozenset({Policy.WARN, Policy.OFF}),
+        ),
+        Code(
             "schema-invalid",
             "Alma's published schema (rest_user.xsd) rejects the record; Alma's loader is "
             "more lenient than its schema, so this warns by default",
@@ -205,5 +240,8 @@ FILE_CODES: dict[str, str] = {
     "never be read",
     "zip-too-large": "the zip unpacks to more than Alma's 4 GB, or one entry more than 200 "
     "times its packed size (a zip bomb)",
+    "source-columns": "a CSV header or SQL query lacks a column the mapping uses, or names one "
+    "twice",
+    "sql-failed": "the SQL source's query failed or its database could not be reached",
 }
 """File-level codes: the run stops with exit 1 and the store unchanged."""

@@ -9,7 +9,7 @@ who uses them: ``daily`` (the scheduled run), ``audit`` (the feed and its batche
 
 from __future__ import annotations
 
-from . import audit, daily, installation, patrons, recovery, report
+from . import audit, daily, installation, mapping, patrons, recovery, report
 from .app import cli
 
 __all__ = ["cli", "main"]
@@ -17,6 +17,7 @@ _COMMANDS = (
     audit,
     daily,
     installation,
+    mapping,
     patrons,
     recovery,
     report,

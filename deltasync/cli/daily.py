@@ -131,26 +131,28 @@ def diff(app: AppContext, extract: Path | None, force: bool, as_json: bool) -> N
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 @pass_app
 @reports_errors
-def check(app: AppContext, file: Path, as_json: bool) -> None:
+def check(app: AppContext, file: Path | None, as_json: bool) -> None:
     """Check FILE, an extract or a delta zip, for what Alma would reject; change nothing.
 
     Prints counts per code, then each finding with its match ID and line. Uses the feed's
-    checks when a configuration is found, else the defaults (CARLI I-Share). Exit 0 when no
-    record would be held back, 4 when some would (stderr says how many), 1 when the file is
-    missing or unreadable.
+    checks when a configuration is found, else the defaults (CARLI I-Share); a CSV file of a
+    csv feed is read through the feed's mapping (findings name rows and columns). Without
+    FILE, a feed of a SQL query or of several sources is checked as a run would read it.
+    Exit 0 when no record would be held back, 4 when some would (stderr says how many), 1
+    when the file is missing or unreadable.
 
     \b
     Example:
       deltasync check incoming/patrons-2027-01-04.xml --json
     """
-    require_file(file, "file")
     timezone: dt.tzinfo = dt.UTC
     settings, rule, encoding = CheckSettings(), MatchIdRule(), "utf-8"
     renew = 0
+    feed: FeedConfig | None = None
     if app.config_path is not None or locate(None).exists():
         feed = app.feed
         settings, rule, encoding, timezone = (
@@ -160,8 +162,13 @@ def check(app: AppContext, file: Path, as_json: bool) -> None:
             feed.timezone,
         )
         renew = feed.expiry.renew_within_days
+    if file is None:
+        if feed is None or feed.file_extract:
+            raise click.UsageError("Missing argument 'FILE'.")
+    else:
+        require_file(file, "file")
     today = dt.datetime.now(timezone).date()
-    found = check_file(file, settings, rule=rule, today=today, encoding=encoding)
+    found = check_file(file, settings, rule=rule, today=today, encoding=encoding, feed=feed)
     warning = heartbeat(found.expiry_days, renew)
     if warning is not None:
         click.echo(f"Warning: {found.path}: {warning}", err=True)
@@ -188,12 +195,19 @@ def _run(
     def prepare() -> None:
         # Reported like the run: a missing extract is the SIS export that did not come,
         # which must reach a person like any failed run.
+        if not feed.file_extract:
+            if extract is not None:
+                raise click.UsageError(
+                    f"feed {feed.name!r} reads several sources or a SQL query: each source "
+                    "names its own extract, so run it without EXTRACT"
+                )
+            return
         path = extract if extract is not None else _configured_extract(feed)
         require_file(path, "extract")
         found.append(path)
 
     def work(store: Store) -> job.RunResult:
-        [path] = found
+        path = found[0] if found else None
         with metrics_after(app, store, enabled=not dry_run), _progress(path) as progress:
             return job.run(
                 store,
@@ -223,9 +237,9 @@ def _configured_extract(feed: FeedConfig) -> Path:
 
 
 @contextmanager
-def _progress(path: Path) -> Iterator[Callable[[int], None] | None]:
-    size = path.stat().st_size
-    if not sys.stderr.isatty() or size < PROGRESS_MIN_BYTES:
+def _progress(path: Path | None) -> Iterator[Callable[[int], None] | None]:
+    size = 0 if path is None else path.stat().st_size
+    if path is None or not sys.stderr.isatty() or size < PROGRESS_MIN_BYTES:
         yield None
         return
     with click.progressbar(length=size, label=f"reading {path.name}", file=sys.stderr) as bar:

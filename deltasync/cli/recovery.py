@@ -142,25 +142,38 @@ def batch_rebuild(app: AppContext, seq: int, folder: Path | None) -> None:
 
 
 @cli.command(context_settings=CONTEXT_SETTINGS)
-@click.argument("extract", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("extract", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @json_option
 @pass_app
 @reports_errors
-def baseline(app: AppContext, extract: Path, as_json: bool) -> None:
+def baseline(app: AppContext, extract: Path | None, as_json: bool) -> None:
     """Adopt a feed that already loads full files into Alma: record EXTRACT as what Alma
     holds, send nothing. The next run sends only that day's changes. Only for a new feed.
+    A feed of a SQL query or of several sources takes no EXTRACT: its sources are read.
 
     \b
     Example:
       deltasync baseline incoming/patrons-full-2027-01-04.xml
     """
+
+    def prepare() -> None:
+        if app.feed.file_extract:
+            if extract is None:
+                raise click.UsageError("Missing argument 'EXTRACT'.")
+            require_file(extract, "extract")
+        elif extract is not None:
+            raise click.UsageError(
+                f"feed {app.feed.name!r} reads several sources or a SQL query: each source "
+                "names its own extract, so run it without EXTRACT"
+            )
+
     run_reported(
         app,
         "baseline",
         lambda store: job.baseline(store, app.feed, extract),
         as_json=as_json,
         extract=extract,
-        prepare=lambda: require_file(extract, "extract"),
+        prepare=prepare,
     )
 
 

@@ -81,8 +81,11 @@ def open_zip(path: Path, raw: IO[bytes]) -> zipfile.ZipFile:
         raise ExtractError(f"{path}: not a readable zip file: {exc}", code="zip-corrupt") from exc
 
 
-def zip_documents(path: Path, archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    """The .xml members of an extract zip, in name order, after every check."""
+def zip_documents(
+    path: Path, archive: zipfile.ZipFile, suffixes: tuple[str, ...] = (".xml",)
+) -> list[zipfile.ZipInfo]:
+    """The members of an extract zip whose names end in one of ``suffixes`` (.xml), in name
+    order, after every check."""
     infos = [i for i in archive.infolist() if not i.is_dir()]
     for info in infos:
         _check_member(path, info)
@@ -90,12 +93,16 @@ def zip_documents(path: Path, archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]
         (
             info
             for info in infos
-            if info.filename.lower().endswith(".xml") and not info.filename.startswith("__MACOSX/")
+            if info.filename.lower().endswith(suffixes)
+            and not info.filename.startswith("__MACOSX/")
         ),
         key=lambda info: info.filename,
     )
     _check_members(path, members)
     if not members:
+        if suffixes != (".xml",):
+            names = " or ".join(suffixes)
+            raise ExtractError(f"{path}: the zip file holds no {names} file", code="zip-no-xml")
         raise ExtractError(f"{path}: the zip file holds no .xml file", code="zip-no-xml")
     total = sum(i.file_size for i in infos)
     if total > MAX_UNCOMPRESSED_BYTES:

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 from lxml import etree
 
+from ..checks.findings import Finding
+
 Parse = Callable[["Record"], etree._Element]
 Locate = Callable[[int], int]
 
@@ -25,6 +27,7 @@ class Record:
     """
 
     __slots__ = (
+        "findings",
         "_element",
         "_line",
         "_locate",
@@ -69,6 +72,9 @@ class Record:
         self._line = line
         self.line_shift = 0
         """What to add to the ``sourceline`` of the element's nodes to get the file's line."""
+        self.findings: list[Finding] = []
+        """What the source found making the element (a CSV row it could not read, a code
+        its mapping does not know): record findings the pass reports with the checks'."""
 
     @property
     def element(self) -> etree._Element:

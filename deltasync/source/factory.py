@@ -1,0 +1,141 @@
+"""A feed's sources, opened: the one place that knows which kind of source reads what.
+
+``ingest`` and ``check`` ask here instead of constructing a reader, so Alma XML, CSV and SQL
+sources — and a feed of several, merged by precedence — all reach the pass as records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..checks.settings import CheckSettings
+from ..config import FeedConfig, SourceConfig
+from ..errors import ExtractError
+from ..mapping.spec import Mapping, fingerprint_of, load
+from ..matchid import MatchIdRule
+from . import Source
+from .csvfile import CsvExtract
+from .files import Progress, modified_at, sha256_of
+from .merged import MergedSource
+from .sql import SqlExtract
+from .xml import XmlExtract
+
+
+def sources_of(feed: FeedConfig) -> tuple[SourceConfig, ...]:
+    """The feed's sources; a feed that names none reads Alma XML from ``extract``."""
+    return feed.sources or (SourceConfig("alma-xml", feed.extract, None),)
+
+
+def describe(feed: FeedConfig) -> str:
+    """What the sources add to the raw seed: their kinds and mappings' fingerprints (a feed of
+    Alma XML only says so, as it always has)."""
+    parts = []
+    for source in sources_of(feed):
+        if source.mapping is None:
+            parts.append(source.kind)
+        else:
+            # Only the file's fingerprint: the mapping is compiled once, when it is opened.
+            parts.append(f"{source.kind}:{fingerprint_of(source.mapping)}")
+    return "source=" + ",".join(parts)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """What a run records of its extract: a name, a SHA-256 and a modification time."""
+
+    path: Path
+    sha256: str
+    mtime: dt.datetime
+
+
+def identify(feed: FeedConfig, path: Path | None) -> Identity:
+    """The identity of what a run of ``feed`` reads: the file ``path`` for a feed of one file
+    source; for several sources, or a query, every part (a query is new on every run)."""
+    if feed.file_extract:
+        assert path is not None
+        resolved = path.resolve()
+        return Identity(resolved, sha256_of(resolved), modified_at(resolved))
+    digest = hashlib.sha256()
+    newest = dt.datetime.min.replace(tzinfo=dt.UTC)
+    first: Path | None = None
+    for number, source in enumerate(sources_of(feed), 1):
+        if source.kind == "sql":
+            assert source.mapping is not None
+            # A query's rows have no file to know them by: each run reads them anew.
+            now = dt.datetime.now(dt.UTC)
+            digest.update(f"sql:{source.mapping}:{time.time_ns()}\n".encode())
+            newest = max(newest, now)
+            first = first or source.mapping
+            continue
+        file = extract_file(feed, number, source)
+        digest.update(f"{source.kind}:{sha256_of(file)}\n".encode())
+        newest = max(newest, modified_at(file))
+        first = first or file
+    assert first is not None
+    return Identity(first, digest.hexdigest(), newest)
+
+
+def extract_file(feed: FeedConfig, number: int, source: SourceConfig) -> Path:
+    """The newest file matching one source's ``extract``; a missing one fails the run."""
+    pattern = source.extract
+    assert pattern is not None
+    matches = [Path(p) for p in glob.glob(pattern) if Path(p).is_file()]
+    if not matches:
+        raise ExtractError(
+            f"feed {feed.name!r}: source {number} ({source.kind}): no file matches "
+            f"extract = {pattern!r}; a missing source fails the run (its patrons have not left)",
+            code="file-unreadable",
+        )
+    return max(matches, key=lambda p: (p.stat().st_mtime, p.name)).resolve()
+
+
+def open_source(
+    feed: FeedConfig,
+    path: Path | None,
+    *,
+    seed: bytes = b"",
+    progress: Progress | None = None,
+    settings: CheckSettings | None = None,
+    rule: MatchIdRule | None = None,
+) -> Source:
+    """The records a run of ``feed`` reads: from ``path`` for a feed of one file source, else
+    from every source (merged by precedence)."""
+    checks = feed.checks if settings is None else settings
+    listed = sources_of(feed)
+    if feed.file_extract:
+        assert path is not None
+        return _open(listed[0], path, feed.encoding, checks, seed, progress)
+    opened: list[Source] = []
+    for number, source in enumerate(listed, 1):
+        file = None if source.kind == "sql" else extract_file(feed, number, source)
+        own_seed = seed + f"\x00{number}".encode() if len(listed) > 1 else seed
+        opened.append(_open(source, file, feed.encoding, checks, own_seed, progress))
+    if len(opened) == 1:
+        return opened[0]
+    return MergedSource(opened, rule or feed.match_id)
+
+
+def _open(
+    source: SourceConfig,
+    path: Path | None,
+    encoding: str,
+    settings: CheckSettings,
+    seed: bytes,
+    progress: Progress | None,
+) -> Source:
+    if source.kind == "sql":
+        return SqlExtract(_mapping(source), settings, seed=seed, progress=progress)
+    assert path is not None
+    if source.kind == "csv":
+        return CsvExtract(path, _mapping(source), settings, seed=seed, progress=progress)
+    return XmlExtract(path, encoding=encoding, seed=seed, progress=progress)
+
+
+def _mapping(source: SourceConfig) -> Mapping:
+    assert source.mapping is not None
+    return load(source.mapping)
