@@ -22,7 +22,10 @@ def merged_config(tmp_path: Path, url: str) -> Path:
         'source = "csv"\n'
         f'extract = "{tmp_path / "students" / "*.csv"}"\n'
         f'mapping = "{MAPPING}"\n\n'
-        "[feeds.people.departure]\nmax_departures = '100%'\nmax_changes = '100%'\n",
+        # A handful of patrons: one staff record giving way to its student record moves an
+        # expiry earlier for a quarter of the feed, which the cut guard would refuse.
+        "[feeds.people.departure]\nmax_departures = '100%'\nmax_changes = '100%'\n"
+        "max_expiry_cuts = '100%'\n",
         encoding="utf-8",
     )
     (tmp_path / "staff").mkdir()
