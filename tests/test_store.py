@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from alembic import command
 from helpers import invoke, run_json
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from deltasync.store import create_store_engine, open_store
 from deltasync.store.engine import HEAD_REVISION, alembic_config
@@ -155,3 +156,83 @@ def test_upgrade_to_audit_columns_with_real_data(
     assert out["batch"]["seq"] == 3
     history = json.loads(invoke(config, "history", "S0000001", "--json").stdout)
     assert history[0]["kind"] == "new" and history[0]["baseline"] is False
+
+
+def test_records_are_stored_compressed_and_a_downgrade_gives_them_back_plain(
+    db_url: str, write_config: Callable[..., Path], make_extract: Callable[..., Path]
+) -> None:
+    """0010: records are written zlib-compressed; records stored before (plain XML) still
+    read; downgrading below 0010 leaves plain XML for older code."""
+    config = write_config(db_url)
+    run_json(config, str(make_extract(0, 20)))
+    shown = json.loads(invoke(config, "history", "S0000001", "--json").stdout)[0]["record"]
+    engine = create_store_engine(db_url)
+    query = text(
+        "SELECT v.payload FROM patron_version v JOIN patron p ON p.id = v.patron_id "
+        "WHERE p.match_key = 's0000001'"
+    )
+    try:
+        with engine.begin() as conn:
+            stored = bytes(conn.execute(query).scalar_one())
+            assert not stored.startswith(b"<")
+            assert zlib.decompress(stored).decode("utf-8") == shown
+            assert len(stored) < len(shown.encode("utf-8")) / 2
+            # A record written before 0010 is plain XML: it reads back as it is.
+            conn.execute(
+                text(
+                    "UPDATE patron_version SET payload = :plain WHERE patron_id = "
+                    "(SELECT id FROM patron WHERE match_key = 's0000002')"
+                ),
+                {"plain": zlib.decompress(_payload_of(conn, "s0000002"))},
+            )
+    finally:
+        engine.dispose()
+    second = json.loads(invoke(config, "history", "S0000002", "--json").stdout)[0]["record"]
+    assert second.startswith("<user>") and "S0000002" in second
+    engine = create_store_engine(db_url)
+    alembic = alembic_config()
+    try:
+        with engine.begin() as conn:
+            alembic.attributes["connection"] = conn
+            command.downgrade(alembic, "0009")
+            assert bytes(conn.execute(query).scalar_one()).decode("utf-8") == shown
+            assert _payload_of(conn, "s0000002").decode("utf-8") == second
+    finally:
+        engine.dispose()
+
+
+def _payload_of(conn: Connection, match_key: str) -> bytes:
+    return bytes(
+        conn.execute(
+            text(
+                "SELECT v.payload FROM patron_version v JOIN patron p ON p.id = v.patron_id "
+                "WHERE p.match_key = :key"
+            ),
+            {"key": match_key},
+        ).scalar_one()
+    )
+
+
+def test_upgrade_to_0009_copies_each_current_kind(
+    db_url: str, write_config: Callable[..., Path], make_extract: Callable[..., Path]
+) -> None:
+    """0009 fills ``patron.current_kind`` from the current version, departures included."""
+    config = write_config(db_url, departure={"max_departures": "100%"})
+    run_json(config, str(make_extract(0, 30)))
+    run_json(config, str(make_extract(1, 24)))
+    same = text(
+        "SELECT count(*) FROM patron p JOIN patron_version v ON v.id = p.current_version_id "
+        "WHERE p.current_kind = v.kind"
+    )
+    engine = create_store_engine(db_url)
+    alembic = alembic_config()
+    try:
+        with engine.begin() as conn:
+            kinds = {k for (k,) in conn.execute(text("SELECT DISTINCT current_kind FROM patron"))}
+            assert "departed" in kinds and "new" in kinds
+            alembic.attributes["connection"] = conn
+            command.downgrade(alembic, "0008")
+            command.upgrade(alembic, "0009")
+            assert conn.execute(same).scalar_one() == 30
+    finally:
+        engine.dispose()

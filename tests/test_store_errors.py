@@ -30,7 +30,7 @@ def test_a_store_written_by_a_newer_deltasync_is_named_as_such(
     engine = create_engine(db_url)
     try:
         with engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '0009'"))
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
     finally:
         engine.dispose()
     for args in (("status",), ("batches",)):
@@ -38,7 +38,7 @@ def test_a_store_written_by_a_newer_deltasync_is_named_as_such(
         assert result.exit_code == 1
         assert result.output == (
             f"Error: cannot open state store {safe_url(db_url)}: this store was written by a "
-            "newer deltasync (revision 0009); upgrade deltasync\n"
+            "newer deltasync (revision 9999); upgrade deltasync\n"
         )
 
 

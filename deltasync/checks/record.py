@@ -122,6 +122,8 @@ class _Inspection:
             self.fields.setdefault(str(child.tag), []).append(child)
         self.contacts: dict[str, list[etree._Element]] = {}
         self.chosen: dict[str, etree._Element | None] = {}
+        self.walked: dict[str, list[etree._Element]] = {}
+        self.named: dict[str, dict[str, list[etree._Element]]] = {}
 
     def line_of(self, element: etree._Element) -> int:
         """The file's line of ``element`` (0 when unknown)."""
@@ -236,10 +238,27 @@ class _Inspection:
                     )
 
     def _find(self, path: str) -> list[etree._Element]:
-        """The elements at ``path`` below ``<user>``, starting from the indexed children."""
+        """The elements at ``path`` below ``<user>``, starting from the indexed children.
+
+        Deeper paths are walked once per record: the fixes change texts and attributes, never
+        which elements stand below ``contact_info`` or ``user_identifiers``."""
         first, _, rest = path.partition("/")
         found = self.fields.get(first, [])
-        return [e for parent in found for e in parent.iterfind(rest)] if rest else found
+        if not rest:
+            return found
+        walked = self.walked.get(path)
+        if walked is None:
+            walked = self.walked[path] = [e for parent in found for e in parent.iterfind(rest)]
+        return walked
+
+    def _children(self, kind: str, contact: etree._Element) -> dict[str, list[etree._Element]]:
+        """The children of the chosen contact of ``kind`` by name (built once)."""
+        named = self.named.get(kind)
+        if named is None:
+            named = self.named[kind] = {}
+            for child in contact:
+                named.setdefault(str(child.tag), []).append(child)
+        return named
 
     def preferred(self) -> None:
         for kind, (path, _field) in CONTACT_FIELDS.items():
@@ -361,7 +380,9 @@ class _Inspection:
             if contact is None:
                 return False
             path = CONTACT_PARTS.get(part, part) if part else CONTACT_FIELDS[kind][1]
-            return any((e.text or "").strip() for e in contact.iterfind(path))
+            if "/" in path:
+                return any((e.text or "").strip() for e in contact.iterfind(path))
+            return any((e.text or "").strip() for e in self._children(kind, contact).get(path, ()))
         return any((e.text or "").strip() for e in self.fields.get(name, ()))
 
     def _preferred(self, kind: str) -> etree._Element | None:

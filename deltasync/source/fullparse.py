@@ -22,23 +22,11 @@ from lxml import etree
 
 from ..errors import ExtractError
 from ..userxml import SAFE_PARSING, source_line, strip_formatting
+from .characters import suspect
 from .files import BOM, Container, Progress, container, open_member, open_zip, zip_documents
 from .record import Record
 
 USER_TAG = "{*}user"
-_C1_BYTES = re.compile(rb"\xc2[\x80-\x9f]")
-
-
-def suspect(data: bytes) -> bool:
-    """Whether ``data`` may hold a control character, U+FFFD or a character reference (the
-    records that need the character checks)."""
-    # Separate searches: each is a memchr-speed scan, where one alternation is not.
-    return (
-        b"\x7f" in data
-        or b"&#" in data
-        or b"\xef\xbf\xbd" in data
-        or _C1_BYTES.search(data) is not None
-    )
 
 
 def read_records(

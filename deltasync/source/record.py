@@ -8,6 +8,7 @@ from collections.abc import Callable
 from lxml import etree
 
 from ..checks.findings import Finding
+from .characters import suspect
 
 Parse = Callable[["Record"], etree._Element]
 Locate = Callable[[int], int]
@@ -35,7 +36,7 @@ class Record:
         "document",
         "line_shift",
         "offset",
-        "plain",
+        "_plain",
         "raw",
         "raw_digest",
         "source",
@@ -53,7 +54,7 @@ class Record:
         locate: Locate | None = None,
         element: etree._Element | None = None,
         line: int = 0,
-        plain: bool = False,
+        plain: bool | None = False,
     ) -> None:
         self.source = source
         """The file (and zip member) the record comes from, for messages."""
@@ -63,9 +64,7 @@ class Record:
         """Which document of the source holds it (a zip holds several), counted from 0."""
         self.offset = offset
         """Where the record starts in its document, in bytes."""
-        self.plain = plain
-        """True when no byte of the record can be a control character, U+FFFD or a character
-        reference: it needs no character checks (the usual case, and a costly walk)."""
+        self._plain = plain
         self._parse = parse
         self._locate = locate
         self._element = element
@@ -84,6 +83,20 @@ class Record:
             assert self._parse is not None
             self._element = self._parse(self)
         return self._element
+
+    @property
+    def plain(self) -> bool:
+        """True when no byte of the record can be a control character, U+FFFD or a character
+        reference: it needs no character checks (the usual case, and a costly walk). A source
+        that gave ``plain=None`` leaves it to be worked out from ``raw`` when first asked:
+        a record read unchanged by its bytes is never asked."""
+        if self._plain is None:
+            self._plain = self.raw is not None and not suspect(self.raw)
+        return self._plain
+
+    @plain.setter
+    def plain(self, value: bool) -> None:
+        self._plain = value
 
     @property
     def line(self) -> int:

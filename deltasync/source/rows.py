@@ -18,7 +18,7 @@ from ..checks.settings import CheckSettings
 from ..errors import ExtractError
 from ..mapping.render import Renderer, Where
 from ..mapping.spec import Mapping
-from .fullparse import suspect
+from .characters import suspect
 from .record import Record
 
 SEPARATOR = "\x00"

@@ -25,7 +25,7 @@ from lxml import etree
 WHITESPACE = b" \t\r\n"
 USER_START = b"<user"
 USER_END = b"</user>"
-COUNT_STEP = 1 << 24
+COUNT_STEP = 1 << 20
 _DECLARED_ENCODING = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _NAME = re.compile(rb"[^\s/>]+")
 _BLANKS = (b" ", b"\t", b"\r", b"\n")

@@ -25,7 +25,7 @@ from lxml import etree
 
 from ..userxml import SAFE_PARSING, mark_forbidden, strip_formatting
 from .files import Container, Progress, container, open_member, open_zip, zip_documents
-from .fullparse import read_records, suspect
+from .fullparse import read_records
 from .record import Record
 from .scanner import Prolog, SliceScanner, StepAside
 
@@ -149,7 +149,7 @@ class XmlExtract:
                 offset=piece.offset,
                 parse=reader.parse,
                 locate=scanner.line_of,
-                plain=self.utf8 and not suspect(raw),
+                plain=None if self.utf8 else False,
             )
             count += 1
             if release is not None and piece.offset - released >= RELEASE_BYTES:

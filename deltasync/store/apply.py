@@ -133,6 +133,7 @@ def apply(
             raw_digest=staged(case((departed, null()), else_=s.raw_digest)),
             fold_forms=staged(s.fold_forms),
             current_version_id=select(func.max(v.id)).where(v.patron_id == p.id).scalar_subquery(),
+            current_kind=staged(s.kind),
         )
     )
     # The same record, spelled anew: tomorrow its new bytes are tier 1.

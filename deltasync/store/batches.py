@@ -32,6 +32,7 @@ from .tables import (
     BatchStatus,
     MemberOutcome,
     batch_t,
+    bulk_insert,
     chunks,
     event_t,
     member_t,
@@ -248,10 +249,8 @@ def _unconfirmed() -> ColumnElement[bool]:
     record digests like the record before it, and a return like the expiration record, yet
     Alma holds the other one.
     """
-    p, m, b, v = patron_t.c, member_t.c, batch_t.c, version_t.c
-    once = exists(
-        select(v.id).where(v.id == p.current_version_id, v.kind.in_(SENT_ONCE_KINDS))
-    ) & ~exists(
+    p, m, b = patron_t.c, member_t.c, batch_t.c
+    once = p.current_kind.in_(SENT_ONCE_KINDS) & ~exists(
         select(m.id)
         .join(batch_t, b.id == m.batch_id)
         .where(
@@ -330,16 +329,12 @@ def waiting(conn: Connection, feed_id: int) -> set[tuple[int, int]]:
 def add_members(conn: Connection, batch_id: int, rows: list[Pending]) -> None:
     """Record what a new batch carries, and link first-time versions to it."""
     for chunk in chunks(rows):
-        conn.execute(
-            insert(member_t),
+        bulk_insert(
+            conn,
+            member_t,
+            ("batch_id", "patron_id", "version_id", "digest", "outcome"),
             [
-                {
-                    "batch_id": batch_id,
-                    "patron_id": r.patron_id,
-                    "version_id": r.version_id,
-                    "digest": r.digest,
-                    "outcome": MemberOutcome.SENT,
-                }
+                (batch_id, r.patron_id, r.version_id, r.digest, MemberOutcome.SENT.value)
                 for r in chunk
             ],
         )

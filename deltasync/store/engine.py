@@ -21,7 +21,9 @@ from ..redact import SECRET_PARAMETERS, redact
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-HEAD_REVISION = "0008"
+SQLITE_CACHE_KIB = 32 * 1024
+"""SQLite's page cache per connection (counted in a run's peak memory)."""
+HEAD_REVISION = "0010"
 """The newest migration this deltasync ships (a test holds it to alembic's own answer).
 
 Opening an up-to-date store — what every command does — compares against this and never
@@ -263,6 +265,9 @@ def _make_sqlite_transactional(engine: Engine) -> None:
         cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
         # WAL lets status and history read while a run writes.
         cursor.execute("PRAGMA journal_mode = WAL")
+        # 32 MiB of page cache instead of SQLite's 2 MiB: a first run of 100,000 patrons
+        # builds indexes over every patron, and missed the cache on most of its pages.
+        cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

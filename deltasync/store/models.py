@@ -9,6 +9,7 @@ it. ``staged_record`` is scratch space used inside one run's transaction and emp
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from typing import Any
 
 from sqlalchemy import (
@@ -40,6 +41,9 @@ NAMING_CONVENTION = {
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 Id = BigInteger().with_variant(Integer(), "sqlite")
+PAYLOAD_LEVEL = 1
+"""zlib level of stored records: measured on generated patrons, level 1 keeps a record in
+about a sixth of its bytes at several times the speed of the default level."""
 
 
 class Timestamp(TypeDecorator[dt.datetime]):
@@ -65,6 +69,32 @@ class Timestamp(TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.UTC)  # type: ignore[no-any-return]
         return value.astimezone(dt.UTC)  # type: ignore[no-any-return]
+
+
+class Payload(TypeDecorator[bytes]):
+    """A stored record: canonical XML, kept zlib-compressed (a fifth of its size or less).
+
+    Written compressed since migration 0010; a value that starts with ``<`` is one written
+    before it, as it was, and reads back as it is. So does a value that is neither (a damaged
+    row): the caller finds it unreadable as XML, as it would have before.
+    """
+
+    impl = LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: bytes | None, dialect: Dialect) -> Any:
+        return None if value is None else zlib.compress(value, PAYLOAD_LEVEL)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> bytes | None:
+        if value is None:
+            return None
+        stored = bytes(value)
+        if stored[:1] == b"<":
+            return stored
+        try:
+            return zlib.decompress(stored)
+        except zlib.error:
+            return stored
 
 
 class Base(DeclarativeBase):
@@ -198,6 +228,9 @@ class Patron(Base):
     # The newest patron_version row; not a foreign key, which would make the two tables
     # refer to each other and complicate every migration.
     current_version_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The kind of that version (new, changed, departed, ...): asked of every patron by every
+    # run, and cheaper here than one read into the version table each.
+    current_kind: Mapped[str | None] = mapped_column(String(10))
     # What Alma holds: the digest of the newest confirmed record, and the batch that sent it.
     confirmed_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16))
     confirmed_seq: Mapped[int | None] = mapped_column(Integer)
@@ -232,7 +265,7 @@ class PatronVersion(Base):
     kind: Mapped[str] = mapped_column(String(10))
     digest: Mapped[bytes] = mapped_column(LargeBinary(16))
     # NULL once retention pruned a superseded version; its digest and dates stay.
-    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+    payload: Mapped[bytes | None] = mapped_column(Payload)
     # The record's expiry date (NULL for versions older than migration 0008 that were
     # neither current nor confirmed then): confirming a batch copies it to the patron.
     expiry_date: Mapped[dt.date | None] = mapped_column(Date)
@@ -285,7 +318,7 @@ class StagedRecord(Base):
     patron_id: Mapped[int | None] = mapped_column(BigInteger)
     kind: Mapped[str] = mapped_column(String(10))
     digest: Mapped[bytes] = mapped_column(LargeBinary(16))
-    payload: Mapped[bytes | None] = mapped_column(LargeBinary)
+    payload: Mapped[bytes | None] = mapped_column(Payload)
     expiry_date: Mapped[dt.date | None] = mapped_column(Date)
     raw_digest: Mapped[bytes | None] = mapped_column(LargeBinary(16))
     # Where the record stands in the extract, for messages about it.

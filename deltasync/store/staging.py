@@ -13,12 +13,27 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
-from .tables import chunks, staged_identifier_t, staged_t
+from .tables import bulk_insert, chunks, staged_identifier_t, staged_t
 
 FLUSH_ROWS = 2000
 """Rows per executemany: large enough for bulk speed, small enough for flat memory."""
+RECORD_COLUMNS = (
+    "feed_id",
+    "match_key",
+    "match_id",
+    "patron_id",
+    "kind",
+    "digest",
+    "payload",
+    "expiry_date",
+    "raw_digest",
+    "source",
+    "line",
+    "fold_forms",
+)
+IDENTIFIER_COLUMNS = ("feed_id", "match_key", "value_hash", "id_type")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +54,8 @@ class Staging:
     def __init__(self, conn: Connection, feed_id: int) -> None:
         self.conn = conn
         self.feed_id = feed_id
-        self._records: list[dict[str, Any]] = []
-        self._identifiers: list[dict[str, Any]] = []
+        self._records: list[tuple[Any, ...]] = []
+        self._identifiers: list[tuple[Any, ...]] = []
         self.clear()
 
     def clear(self) -> None:
@@ -69,45 +84,40 @@ class Staging:
     ) -> None:
         """Stage one record (``payload`` only for a record that becomes the snapshot's)."""
         self._records.append(
-            {
-                "feed_id": self.feed_id,
-                "match_key": match_key,
-                "match_id": match_id,
-                "patron_id": patron_id,
-                "kind": kind,
-                "digest": digest,
-                "payload": payload,
-                "expiry_date": expiry_date,
-                "raw_digest": raw_digest,
-                "source": source,
-                "line": line,
-                "fold_forms": fold_forms,
-            }
+            (
+                self.feed_id,
+                match_key,
+                match_id,
+                patron_id,
+                kind,
+                digest,
+                payload,
+                expiry_date,
+                raw_digest,
+                source,
+                line,
+                fold_forms,
+            )
         )
         if len(self._records) >= FLUSH_ROWS:
             self.flush()
 
     def add_identifiers(self, match_key: str, values: Iterable[tuple[str, int]]) -> None:
         """Stage the ``(id_type, value hash)`` pairs of a staged record."""
-        for id_type, value_hash in values:
-            self._identifiers.append(
-                {
-                    "feed_id": self.feed_id,
-                    "match_key": match_key,
-                    "value_hash": value_hash,
-                    "id_type": id_type[:64],
-                }
-            )
+        feed_id = self.feed_id
+        self._identifiers.extend(
+            (feed_id, match_key, value_hash, id_type[:64]) for id_type, value_hash in values
+        )
         if len(self._identifiers) >= FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
         """Write what is buffered."""
         if self._records:
-            self.conn.execute(insert(staged_t), self._records)
+            bulk_insert(self.conn, staged_t, RECORD_COLUMNS, self._records)
             self._records = []
         if self._identifiers:
-            self.conn.execute(insert(staged_identifier_t), self._identifiers)
+            bulk_insert(self.conn, staged_identifier_t, IDENTIFIER_COLUMNS, self._identifiers)
             self._identifiers = []
 
     def find(self, match_keys: Iterable[str]) -> list[StagedRow]:
