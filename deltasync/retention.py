@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lxml import etree
-from sqlalchemy import Connection, and_, delete, exists, func, select, update
+from sqlalchemy import Connection, and_, delete, exists, func, or_, select, update
 
 from .config import FeedConfig
 from .delivery import Transport, hidden_original, open_transport
@@ -172,16 +172,21 @@ def prune(
         # By patron first: batch_patron is indexed by patron, not by version.
         .where(m.patron_id == v.patron_id, m.version_id == v.id, b.status.in_(OPEN))
     )
-    current = select(p.current_version_id).where(
-        p.feed_id == feed_id, p.current_version_id.is_not(None)
+    # Led by the versions last seen before the window (an index finds the few there are):
+    # asked by feed first, SQLite read every version of the feed on every run.
+    old = version_t.alias("old")
+    superseded = exists(
+        select(p.id).where(
+            p.id == v.patron_id,
+            p.feed_id == feed_id,
+            or_(p.current_version_id.is_(None), p.current_version_id != v.id),
+        )
     )
     pruned = conn.execute(
         update(version_t)
         .where(
-            v.payload.is_not(None),
-            v.last_seen < cutoff,
-            v.patron_id.in_(select(p.id).where(p.feed_id == feed_id)),
-            v.id.not_in(current),
+            v.id.in_(select(old.c.id).where(old.c.last_seen < cutoff, old.c.payload.is_not(None))),
+            superseded,
             ~in_flight,
         )
         .values(payload=None)

@@ -196,7 +196,7 @@ class _Pass:
             if len(self.waiting) >= LOOKUP_BATCH:
                 self._classify()
         self._classify()
-        self.staging.flush()
+        self.staging.finish()
         return self._settle(source)
 
     def _tier1(self, patron: int, record: Record) -> None:

@@ -258,6 +258,8 @@ class PatronVersion(Base):
         Index("ix_patron_version_patron_id_id", "patron_id", "id"),
         # `changes --since` reads versions by when they were first seen.
         Index("ix_patron_version_first_seen", "first_seen"),
+        # Retention reads versions last seen before its window, on every run.
+        Index("ix_patron_version_last_seen", "last_seen"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
