@@ -18,7 +18,6 @@ from ..checks.settings import CheckSettings
 from ..errors import ExtractError
 from ..mapping.render import Renderer, Where
 from ..mapping.spec import Mapping
-from .characters import suspect
 from .record import Record
 
 SEPARATOR = "\x00"
@@ -68,7 +67,7 @@ class RowRecords:
             raw_digest=digest,
             parse=parse,
             line=line,
-            plain=not suspect(raw),
+            plain=None,  # worked out from raw only for a row read in full
         )
 
     def bad(self, values: Sequence[str], line: int, row: int, problem: str) -> Record:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Column, Connection, Engine, MetaData, Table
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
 from .engine import READ_ONLY, create_store_engine, make_private, migrate, safe_url
 from .failures import describe
-from .models import StagedIdentifier, StagedRecord
+from .staging import own_tables
 
 if TYPE_CHECKING:
     from .lease import Lease
@@ -66,7 +66,7 @@ class Store:
         with self._connection(read_only=not write) as connection:
             transaction = connection.begin()
             try:
-                _shadow_staging(connection)
+                own_tables(connection)
                 yield connection
             finally:
                 transaction.rollback()
@@ -90,18 +90,6 @@ class Store:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def _shadow_staging(connection: Connection) -> None:
-    # SQLite and PostgreSQL both look in the session's temporary schema first, so these
-    # tables hide the staging tables from this connection alone; the rollback removes them.
-    for model in (StagedRecord, StagedIdentifier):
-        staged = cast(Table, model.__table__)
-        columns = [
-            Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-            for c in staged.columns
-        ]
-        Table(staged.name, MetaData(), *columns, prefixes=["TEMPORARY"]).create(connection)
 
 
 def open_store(url: str) -> Store:
