@@ -2,16 +2,17 @@
 
 The pipeline, one module a step::
 
-    extract.py    read a full SIS extract, record by record (.xml, .xml.gz, .zip)
+    source/       where records come from (Alma XML, CSV, SQL), record by record
     checks/       pre-flight: what Alma would reject, held back, warned or fixed
     canonical.py  the canonical form and digest of a record: what "changed" means
-    diff.py       classify each patron against the snapshot
-    departure.py  expiration records for patrons who left
-    outbox.py     write the delta file: zipped Alma user XML, atomically
-    job.py        the daily run that ties them together in one transaction
+    scan.py       the per-record pass: unchanged by its bytes, or read in full and classified
+    ingest.py     an extract into the snapshot: guards, the pass, departures, apply
+    delta/        the batch file: expiration records, zipped Alma user XML, atomically
+    job.py        the daily run: ingest, build the delta, deliver, in named steps
     delivery/     transports to the folder Alma reads; ledger.py tracks what Alma confirmed
-    store/        the state store: snapshot, versions, extracts, batches, backup
+    store/        the state store: snapshot, staging, versions, extracts, batches, run log
     audit/        read-only questions: status, a patron's history and changes, batches
+    report/       run reports, notices, the HTML report
     recovery.py   batch rebuild and resend; retention.py prunes personal data
     cli/          the ``deltasync`` command (the only package that knows click)
 
