@@ -167,13 +167,9 @@ def test_records_are_stored_compressed_and_a_downgrade_gives_them_back_plain(
     run_json(config, str(make_extract(0, 20)))
     shown = json.loads(invoke(config, "history", "S0000001", "--json").stdout)[0]["record"]
     engine = create_store_engine(db_url)
-    query = text(
-        "SELECT v.payload FROM patron_version v JOIN patron p ON p.id = v.patron_id "
-        "WHERE p.match_key = 's0000001'"
-    )
     try:
         with engine.begin() as conn:
-            stored = bytes(conn.execute(query).scalar_one())
+            stored = _payload_of(conn, "s0000001")
             assert not stored.startswith(b"<")
             assert zlib.decompress(stored).decode("utf-8") == shown
             assert len(stored) < len(shown.encode("utf-8")) / 2
@@ -195,7 +191,7 @@ def test_records_are_stored_compressed_and_a_downgrade_gives_them_back_plain(
         with engine.begin() as conn:
             alembic.attributes["connection"] = conn
             command.downgrade(alembic, "0009")
-            assert bytes(conn.execute(query).scalar_one()).decode("utf-8") == shown
+            assert _payload_of(conn, "s0000001").decode("utf-8") == shown
             assert _payload_of(conn, "s0000002").decode("utf-8") == second
     finally:
         engine.dispose()

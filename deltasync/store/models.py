@@ -42,8 +42,8 @@ NAMING_CONVENTION = {
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 Id = BigInteger().with_variant(Integer(), "sqlite")
 PAYLOAD_LEVEL = 1
-"""zlib level of stored records: measured on generated patrons, level 1 keeps a record in
-about a sixth of its bytes at several times the speed of the default level."""
+"""zlib level of stored records. Measured on 5,000 generated patrons' records: level 1 makes
+them 2.53 times smaller, the default level 6 only 2.68 times, in 15 % more time."""
 
 
 class Timestamp(TypeDecorator[dt.datetime]):
@@ -72,7 +72,7 @@ class Timestamp(TypeDecorator[dt.datetime]):
 
 
 class Payload(TypeDecorator[bytes]):
-    """A stored record: canonical XML, kept zlib-compressed (a fifth of its size or less).
+    """A stored record: canonical XML, kept zlib-compressed (about 40 % of its size).
 
     Written compressed since migration 0010; a value that starts with ``<`` is one written
     before it, as it was, and reads back as it is. So does a value that is neither (a damaged

@@ -65,33 +65,47 @@ def bulk_insert(
     """
     if not rows:
         return
-    dialect = conn.dialect
-    key = (table.name, tuple(columns), dialect.name)
-    prepared = _PREPARED.get(key)
-    if prepared is None:
-        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
-        order = list(compiled.positiontup or []) if compiled.positional else None
-        processors: list[Callable[[Any], Any] | None] = [
-            table.c[name].type._cached_bind_processor(dialect) for name in columns
-        ]
-        prepared = _PREPARED[key] = (str(compiled), order, processors)
-    sql, order, processors = prepared
-    active = [(i, f) for i, f in enumerate(processors) if f is not None]
+    sql, positions, processors = _prepared(conn, table, tuple(columns))
     params: list[Any] = []
     for row in rows:
         values = list(row)
-        for i, process in active:
+        for i, process in processors:
             if values[i] is not None:
                 values[i] = process(values[i])
-        params.append(values)
-    if order is None:
-        conn.exec_driver_sql(sql, [dict(zip(columns, values, strict=True)) for values in params])
-    else:
-        position = [list(columns).index(name) for name in order]
-        conn.exec_driver_sql(sql, [tuple(values[i] for i in position) for values in params])
+        params.append(
+            dict(zip(columns, values, strict=True))
+            if positions is None
+            else tuple(values[i] for i in positions)
+        )
+    conn.exec_driver_sql(sql, params)
 
 
-_PREPARED: dict[tuple[str, tuple[str, ...], str], tuple[str, list[str] | None, list[Any]]] = {}
+_Prepared = tuple[str, list[int] | None, list[tuple[int, Callable[[Any], Any]]]]
+_PREPARED: dict[tuple[str, tuple[str, ...], str], _Prepared] = {}
+
+
+def _prepared(conn: Connection, table: Table, columns: tuple[str, ...]) -> _Prepared:
+    """The INSERT of ``columns`` in the dialect's own words, compiled once: its SQL, where
+    each of its positional parameters stands in ``columns`` (None: it takes names), and the
+    bind processor of each column that has one."""
+    dialect = conn.dialect
+    key = (table.name, columns, dialect.name)
+    prepared = _PREPARED.get(key)
+    if prepared is None:
+        compiled = insert(table).compile(dialect=dialect, column_keys=list(columns))
+        positions = (
+            [columns.index(name) for name in compiled.positiontup or []]
+            if compiled.positional
+            else None
+        )
+        processors: list[tuple[int, Callable[[Any], Any]]] = [
+            (i, process)
+            for i, name in enumerate(columns)
+            if (process := table.c[name].type._cached_bind_processor(dialect)) is not None
+        ]
+        prepared = (str(compiled), positions, processors)
+        _PREPARED[key] = prepared
+    return prepared
 
 
 class PatronState(StrEnum):
