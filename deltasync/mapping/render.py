@@ -69,7 +69,7 @@ class Renderer:
         # ("First Name", "contact/email"): ``row['First Name']``.
         context = dict(row)
         context.setdefault("row", row)
-        run = _Run(self, context, where)
+        run = _Run(self, {**self.mapping.globals, **context}, where)
         user = etree.Element("user")
         values = {e.name.removeprefix("user."): run.value(e) for e in self.mapping.user}
         for name, text in values.items():
@@ -121,9 +121,11 @@ class Renderer:
 class _Run:
     """The rendering of one row: its values and findings."""
 
-    def __init__(self, renderer: Renderer, row: Row, where: Where) -> None:
+    def __init__(self, renderer: Renderer, names: dict[str, object], where: Where) -> None:
         self.policy = renderer.policy
-        self.row = row
+        # What every expression of the row sees: the environment's globals and the columns.
+        # One dict for all of them: ``Template.render`` would copy it for each expression.
+        self.names = names
         self.where = where
         self.findings: list[Finding] = []
 
@@ -134,9 +136,13 @@ class _Run:
     def value(self, expression: Expression) -> str:
         if expression.constant is not None:
             return expression.constant
-        assert expression.template is not None
+        template = expression.template
+        assert template is not None
         try:
-            text = expression.template.render(self.row)
+            # ``render`` without its per-call copy of the names; an error is not rewritten
+            # into a template traceback, which only the finding's kind is taken from anyway.
+            context = template.new_context(self.names, shared=True)
+            text = "".join(template.root_render_func(context))
         except Problem as problem:
             self.add(problem.code, expression, str(problem))
             return ""

@@ -171,6 +171,8 @@ class Mapping:
     tables: dict[str, dict[str, str]]
     csv: CsvOptions = field(default_factory=CsvOptions)
     sql: SqlOptions | None = None
+    globals: dict[str, Any] = field(default_factory=dict)
+    """What every expression sees besides the row's columns: its environment's globals."""
 
     @property
     def columns(self) -> set[str]:
@@ -254,6 +256,7 @@ class _Compiler:
             tables=tables,
             csv=self.csv(data.get("csv", {})),
             sql=self.sql(data.get("sql")),
+            globals=dict(self.env.globals),
         )
 
     def segment(self, kind: SegmentKind, number: int, entry: dict[str, Any]) -> Segment:
