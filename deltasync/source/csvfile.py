@@ -10,9 +10,9 @@ starts again on the next line.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
-import io
 import zipfile
 import zlib
 from collections import defaultdict, deque
@@ -31,6 +31,8 @@ from .rows import RowRecords
 SUFFIXES = (".csv", ".tsv", ".txt", ".psv")
 """The members of a zip that are read as CSV files."""
 PROGRESS_ROWS = 5_000
+BLOCK = 1 << 20
+"""Bytes read at a time."""
 
 
 class CsvExtract:
@@ -107,23 +109,13 @@ class CsvExtract:
     def _document(
         self, name: str, stream: IO[bytes], position: Callable[[], int]
     ) -> Iterator[Record]:
-        options = self.mapping.csv
-        encoding = "utf-8-sig" if options.encoding == "utf-8" else options.encoding
-        text = io.TextIOWrapper(stream, encoding=encoding, newline="")
-        lines = _Lines(text)
-        try:
-            yield from self._rows(name, lines, position)
-        except UnicodeDecodeError:
-            raise ExtractError(
-                f"{name}: bytes that are not {options.encoding} on line {lines.number + 1}; "
-                "set encoding in the mapping's [csv] table (cp1252 for Windows files)",
-                code="file-not-utf8",
-            ) from None
-        finally:
-            text.detach()
+        encoding = self.mapping.csv.encoding
+        lines = _Lines(_physical_lines(name, stream, encoding), encoding)
+        yield from self._rows(name, lines, position)
 
     def _rows(self, name: str, lines: _Lines, position: Callable[[], int]) -> Iterator[Record]:
-        delimiter = self.mapping.csv.delimiter
+        options = self.mapping.csv
+        delimiter, encoding = options.delimiter, options.encoding
         reader = csv.reader(lines, delimiter=delimiter, strict=True)
         try:
             header = next(reader, None)
@@ -134,26 +126,55 @@ class CsvExtract:
         if header is None:
             raise ExtractError(f"{name}: the file is empty", code="file-empty")
         maker = RowRecords(
-            name, [c.strip() for c in header], self.mapping, self.settings, self.seed, "csv"
+            name,
+            [c.strip() for c in header],
+            self.mapping,
+            self.settings,
+            self.seed,
+            "csv-lines",
+            utf8=encoding == "utf-8",
         )
+        separator = delimiter.encode(encoding)
+        # A line without a quote is a row of its own whose values are its text cut at each
+        # delimiter, just as the csv module would read it: such a row is not even decoded
+        # unless it is read in full. Every other row is the csv module's to read.
+        plain = not any(c in separator for c in b'"\r\n')
+        fields = maker.width - 1
+
+        def split(raw: bytes) -> list[str]:
+            return raw.decode(encoding).split(delimiter)
+
         row = 0
         progress = self.progress
         while True:
-            lines.taken.clear()
             start = lines.number + 1
-            try:
-                values = next(reader)
-            except StopIteration:
+            raw = lines.take()
+            if raw is None:
                 break
-            except csv.Error as exc:
+            content = raw.rstrip(b"\r\n")  # a line has one line end, at its end
+            if plain and b'"' not in content:
+                if not content:
+                    continue  # a blank line
                 row += 1
-                yield self._unreadable(maker, lines, start, row, str(exc))
-                reader = csv.reader(lines, delimiter=delimiter, strict=True)
-                continue
-            if not values:
-                continue  # a blank line
-            row += 1
-            yield maker.record(values, start, row)
+                if content.count(separator) == fields:
+                    yield maker.split(content, start, row, split)
+                else:
+                    yield maker.record(split(content), start, row)  # a finding: the count
+            else:
+                lines.replay([raw], start - 1)
+                lines.taken.clear()
+                try:
+                    values = next(reader)
+                except csv.Error as exc:
+                    row += 1
+                    yield self._unreadable(maker, lines, start, row, str(exc))
+                    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+                    continue
+                if not values:
+                    continue  # a blank line
+                row += 1
+                whole = b"".join(lines.taken).rstrip(b"\r\n")
+                yield maker.record(values, start, row, raw=whole)
             if progress is not None and row % PROGRESS_ROWS == 0:
                 progress(position())
         if row == 0:
@@ -169,38 +190,89 @@ class CsvExtract:
         """The row starting on ``start`` does not parse (an unbalanced quote reads on to the
         end of the file): its first line is the bad row; the lines after it are read again."""
         taken = list(lines.taken)
-        first = taken[0] if taken else ""
+        first = taken[0].decode(lines.encoding) if taken else ""
         lines.replay(taken[1:], start)
         values = next(csv.reader([first], delimiter=self.mapping.csv.delimiter), [])
         return maker.bad(values, start, row, f"row {row}: the row cannot be read ({reason})")
 
 
-class _Lines:
-    """The physical lines of a text stream, counted; the lines of the row being read are
-    kept so that they can be read again."""
+def _physical_lines(name: str, stream: IO[bytes], encoding: str) -> Iterator[bytes]:
+    """The lines of a CSV document, each with its line end, cut where universal newlines
+    cut them (LF, CRLF or CR, as Python's text files with ``newline=""``); a UTF-8 byte-order
+    mark at the start, as Excel writes it, is dropped. The bytes are checked to be
+    ``encoding`` a block at a time, before any line of the block is given out."""
+    rest = b""
+    bom = encoding == "utf-8"
+    before = 0
+    """Lines given out so far."""
+    while True:
+        block = stream.read(BLOCK)
+        data = rest + block if rest else block
+        if bom and (len(data) >= len(codecs.BOM_UTF8) or not block):
+            bom = False
+            data = data.removeprefix(codecs.BOM_UTF8)
+        if not block:
+            chunk, rest = data, b""
+        else:
+            # Up to the last line end, unless it is a CR whose LF may be still to come.
+            end = len(data) - 1 if data.endswith(b"\r") else len(data)
+            cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end)) + 1
+            chunk, rest = data[:cut], data[cut:]
+        if chunk:
+            _check_encoding(name, chunk, encoding, before)
+            found = chunk.splitlines(keepends=True)
+            before += len(found)
+            yield from found
+        if not block:
+            return
 
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+
+def _check_encoding(name: str, chunk: bytes, encoding: str, before: int) -> None:
+    if encoding == "latin-1" or chunk.isascii():
+        return  # every byte is a latin-1 character
+    try:
+        chunk.decode(encoding)
+    except UnicodeDecodeError as exc:
+        head = chunk[: exc.start]
+        line = before + len(head.splitlines()) + (1 if head.endswith((b"\n", b"\r")) else 0)
+        raise ExtractError(
+            f"{name}: bytes that are not {encoding} on line {max(line, before + 1)}; "
+            "set encoding in the mapping's [csv] table (cp1252 for Windows files)",
+            code="file-not-utf8",
+        ) from None
+
+
+class _Lines:
+    """The physical lines of a CSV document, counted. The rows' reader takes them as bytes;
+    the csv module, for a row it reads, as text, and the lines of that row are kept
+    (``taken``) so that they can be read again."""
+
+    def __init__(self, lines: Iterator[bytes], encoding: str) -> None:
+        self.lines = lines
+        self.encoding = encoding
         self.number = 0
         """Lines consumed so far."""
-        self.taken: list[str] = []
-        self.pending: deque[str] = deque()
+        self.taken: list[bytes] = []
+        self.pending: deque[bytes] = deque()
+
+    def take(self) -> bytes | None:
+        """The next line, or None at the end."""
+        line = self.pending.popleft() if self.pending else next(self.lines, None)
+        if line is not None:
+            self.number += 1
+        return line
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
-        if self.pending:
-            line = self.pending.popleft()
-        else:
-            line = self.stream.readline()
-            if not line:
-                raise StopIteration
-        self.number += 1
+        line = self.take()
+        if line is None:
+            raise StopIteration
         self.taken.append(line)
-        return line
+        return line.decode(self.encoding)
 
-    def replay(self, lines: list[str], consumed: int) -> None:
+    def replay(self, lines: list[bytes], consumed: int) -> None:
         """Read ``lines`` again next, as if only ``consumed`` lines had been read."""
         self.pending.extendleft(reversed(lines))
         self.number = consumed

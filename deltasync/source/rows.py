@@ -1,14 +1,15 @@
 """Rows of named columns (a CSV file, a SQL query) as records: raw bytes now, XML on demand.
 
-A row's raw bytes are its values joined by NUL; their digest is seeded with the feed's raw
-seed (which holds the mapping's fingerprint) and the header, so a row byte-for-byte as
-yesterday is known unchanged without rendering anything (tier 1). Only a row read in full
-(tier 2) is rendered through the mapping.
+A row's raw bytes are the row as its file holds it (a CSV row's lines), or for a SQL query's
+row its values joined by NUL; their digest is seeded with the feed's raw seed (which holds
+the mapping's fingerprint) and the header, so a row byte-for-byte as yesterday is known
+unchanged without rendering anything (tier 1). Only a row read in full (tier 2) is rendered
+through the mapping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import xxhash
 from lxml import etree
@@ -21,6 +22,7 @@ from ..mapping.spec import Mapping
 from .record import Record
 
 SEPARATOR = "\x00"
+Split = Callable[[bytes], list[str]]
 
 
 class RowRecords:
@@ -34,28 +36,42 @@ class RowRecords:
         settings: CheckSettings,
         seed: bytes,
         kind: str,
+        *,
+        utf8: bool = True,
     ) -> None:
         self.name = name
         self.columns = tuple(columns)
         self.width = len(self.columns)
         self.renderer = Renderer(mapping, settings)
         self.bad_policy = settings.policy("row-bad")
+        self.utf8 = utf8
+        """Whether raw bytes are UTF-8: only then can a byte test clear a row of the
+        character checks (:attr:`Record.plain`); other rows always get them."""
         self.seed = xxhash.xxh3_64_intdigest(
             SEPARATOR.join([seed.decode(), kind, *self.columns]).encode("utf-8")
         )
         _check_columns(name, self.columns, mapping)
 
-    def record(self, values: Sequence[str], line: int, row: int) -> Record:
-        """The record of one row (``line`` is where it starts, ``row`` counts data rows)."""
+    def record(
+        self, values: Sequence[str], line: int, row: int, raw: bytes | None = None
+    ) -> Record:
+        """The record of one row (``line`` is where it starts, ``row`` counts data rows).
+
+        ``raw`` is the row as the file holds it, when it comes from one (a CSV file); without
+        it the raw bytes are the values joined by NUL (a SQL query's row).
+        """
         if len(values) != self.width:
             problem = f"row {row}: {len(values)} fields where the header has {self.width}"
             return self.bad(values, line, row, problem)
-        joined = SEPARATOR.join(values)
-        raw = joined.encode("utf-8", "surrogatepass")
-        # A value holding the separator itself could make two rows one: such a row is
-        # always read in full.
-        clean = joined.count(SEPARATOR) == self.width - 1
-        digest = xxhash.xxh3_128_digest(raw, seed=self.seed) if clean else None
+        if raw is None:
+            joined = SEPARATOR.join(values)
+            raw = joined.encode("utf-8", "surrogatepass")
+            # A value holding the separator itself could make two rows one: such a row is
+            # always read in full.
+            clean = joined.count(SEPARATOR) == self.width - 1
+            digest = xxhash.xxh3_128_digest(raw, seed=self.seed) if clean else None
+        else:
+            digest = xxhash.xxh3_128_digest(raw, seed=self.seed)
         fields = tuple(values)
 
         def parse(record: Record) -> etree._Element:
@@ -67,7 +83,23 @@ class RowRecords:
             raw_digest=digest,
             parse=parse,
             line=line,
-            plain=None,  # worked out from raw only for a row read in full
+            plain=None if self.utf8 else False,
+        )
+
+    def split(self, raw: bytes, line: int, row: int, split: Split) -> Record:
+        """The record of a row whose values ``split(raw)`` gives, asked only when it is read
+        in full: a row unchanged by its bytes is never even decoded."""
+
+        def parse(record: Record) -> etree._Element:
+            return self._element(record, tuple(split(raw)), row)
+
+        return Record(
+            self.name,
+            raw=raw,
+            raw_digest=xxhash.xxh3_128_digest(raw, seed=self.seed),
+            parse=parse,
+            line=line,
+            plain=None if self.utf8 else False,
         )
 
     def bad(self, values: Sequence[str], line: int, row: int, problem: str) -> Record:
