@@ -10,8 +10,14 @@ from __future__ import annotations
 import csv
 import io
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deltasync.mapping.render import Renderer
 
 COLUMNS = [
     "NETID",
@@ -144,10 +150,12 @@ def write_csv(
     encoding: str = "cp1252",
     quoting: int = csv.QUOTE_MINIMAL,
     delimiter: str = ",",
+    end: str = "\r\n",
 ) -> Path:
-    """Write a header and ``rows`` the way Banner's export would (CRLF line ends)."""
+    """Write a header and ``rows`` the way Banner's export would (CRLF line ends, unless
+    ``end`` says otherwise)."""
     buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer, delimiter=delimiter, quoting=quoting, lineterminator="\r\n")
+    writer = csv.writer(buffer, delimiter=delimiter, quoting=quoting, lineterminator=end)
     writer.writerow(COLUMNS)
     writer.writerows(rows)
     path.write_bytes(buffer.getvalue().encode(encoding))
@@ -155,3 +163,30 @@ def write_csv(
 
 
 MAPPING = Path(__file__).resolve().parent.parent / "examples" / "banner" / "mapping.toml"
+
+
+def csv_config(write_config: Callable[..., Path], url: str, **feed: object) -> Path:
+    """A configuration of one CSV feed with the Banner mapping (``feed`` overrides)."""
+    return write_config(
+        url,
+        feed={
+            "source": "csv",
+            "mapping": str(MAPPING),
+            "timezone": "UTC",
+            "departure": {"max_departures": "100%", "max_changes": "100%"},
+            **feed,
+        },
+    )
+
+
+def count_renders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one each time a row is rendered through a mapping."""
+    rendered: list[int] = []
+    original = Renderer.render
+
+    def counted(self: Renderer, *args: Any) -> Any:
+        rendered.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(Renderer, "render", counted)
+    return rendered

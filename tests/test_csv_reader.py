@@ -9,10 +9,9 @@ import io
 import random
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from csvworld import COLUMNS, MAPPING, rows_of, simulate
+from csvworld import COLUMNS, MAPPING, count_renders, csv_config, rows_of, simulate, write_csv
 from helpers import invoke, read_delta, run_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -128,42 +127,22 @@ def test_rows_are_read_as_pythons_csv_module_reads_them(
             assert by_digest.setdefault(record.raw_digest, element) == element
 
 
-def _write(path: Path, rows: list[list[str]], *, quoting: int, end: str) -> Path:
-    path.write_bytes(_text(COLUMNS, rows, quoting, end, []).encode("cp1252"))
-    return path
-
-
 def test_line_ends_and_quoting_are_formatting_and_unchanged_bytes_are_never_mapped(
     sqlite_url: str, tmp_path: Path, write_config: ConfigWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = write_config(
-        sqlite_url,
-        feed={
-            "source": "csv",
-            "mapping": str(MAPPING),
-            "timezone": "UTC",
-            "departure": {"max_departures": "100%", "max_changes": "100%"},
-        },
-    )
+    config = csv_config(write_config, sqlite_url)
     people = rows_of(simulate(25, 1)[0])
     data = run_json(
-        config, str(_write(tmp_path / "d0.csv", people, quoting=csv.QUOTE_MINIMAL, end="\n"))
+        config, str(write_csv(tmp_path / "d0.csv", people, quoting=csv.QUOTE_MINIMAL, end="\n"))
     )
     assert data["counts"]["new"] == 25
     sent = read_delta(Path(data["batch"]["file"]))
-    rendered: list[int] = []
-    original = Renderer.render
-
-    def counted(self: Renderer, *args: Any) -> Any:
-        rendered.append(1)
-        return original(self, *args)
-
-    monkeypatch.setattr(Renderer, "render", counted)
+    rendered = count_renders(monkeypatch)
     # Every value quoted, CR LF, shuffled: every row is read in full, none is a change.
     shuffled = list(people)
     random.Random(3).shuffle(shuffled)
     data = run_json(
-        config, str(_write(tmp_path / "d1.csv", shuffled, quoting=csv.QUOTE_ALL, end="\r\n"))
+        config, str(write_csv(tmp_path / "d1.csv", shuffled, quoting=csv.QUOTE_ALL, end="\r\n"))
     )
     assert data["counts"]["unchanged"] == 25 and data["batch"] is None
     assert len(rendered) == 25
@@ -172,7 +151,7 @@ def test_line_ends_and_quoting_are_formatting_and_unchanged_bytes_are_never_mapp
     # its bytes, so every row is known unchanged without being mapped.
     rendered.clear()
     data = run_json(
-        config, str(_write(tmp_path / "d2.csv", people, quoting=csv.QUOTE_ALL, end="\r"))
+        config, str(write_csv(tmp_path / "d2.csv", people, quoting=csv.QUOTE_ALL, end="\r"))
     )
     assert data["counts"]["unchanged"] == 25 and data["batch"] is None
     assert rendered == []
@@ -180,7 +159,7 @@ def test_line_ends_and_quoting_are_formatting_and_unchanged_bytes_are_never_mapp
     changed = [list(r) for r in people]
     changed[4][3] = "Renamed"
     data = run_json(
-        config, str(_write(tmp_path / "d3.csv", changed, quoting=csv.QUOTE_ALL, end="\r"))
+        config, str(write_csv(tmp_path / "d3.csv", changed, quoting=csv.QUOTE_ALL, end="\r"))
     )
     assert data["counts"]["changed"] == 1 and len(rendered) == 1
     (key,) = read_delta(Path(data["batch"]["file"]))
@@ -198,9 +177,7 @@ def test_bytes_not_in_the_encoding_are_named_by_their_line_far_into_the_file(
         encoding="utf-8",
     )
     assert 'encoding = "utf-8"' in mapping.read_text(encoding="utf-8")
-    config = write_config(
-        sqlite_url, feed={"source": "csv", "mapping": str(mapping), "timezone": "UTC"}
-    )
+    config = csv_config(write_config, sqlite_url, mapping=str(mapping))
     people = rows_of(simulate(600, 1)[0])  # many blocks of the reader
     text = _text(COLUMNS, people, csv.QUOTE_MINIMAL, "\n", [])
     data = bytearray(text.encode("utf-8"))

@@ -8,28 +8,12 @@ import json
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from csvworld import MAPPING, row, rows_of, simulate, write_csv
+from csvworld import MAPPING, count_renders, csv_config, row, rows_of, simulate, write_csv
 from helpers import read_delta, run_json
 
-from deltasync.mapping.render import Renderer
-
 ConfigWriter = Callable[..., Path]
-
-
-def csv_config(write_config: ConfigWriter, url: str, **feed: object) -> Path:
-    return write_config(
-        url,
-        feed={
-            "source": "csv",
-            "mapping": str(MAPPING),
-            "timezone": "UTC",
-            "departure": {"max_departures": "100%", "max_changes": "100%"},
-            **feed,
-        },
-    )
 
 
 def test_a_multi_day_csv_feed_sends_exactly_the_generators_changes(
@@ -91,14 +75,7 @@ def test_unchanged_rows_cost_no_mapping_and_an_edited_mapping_sends_a_change_onc
     config = csv_config(write_config, sqlite_url, mapping=str(mapping))
     day0 = simulate(20, 1)[0]
     run_json(config, str(write_csv(tmp_path / "day0.csv", rows_of(day0))))
-    rendered: list[int] = []
-    original = Renderer.render
-
-    def counted(self: Renderer, *args: Any) -> Any:
-        rendered.append(1)
-        return original(self, *args)
-
-    monkeypatch.setattr(Renderer, "render", counted)
+    rendered = count_renders(monkeypatch)
     data = run_json(config, str(write_csv(tmp_path / "day1.csv", rows_of(day0, shuffle=5))))
     assert data["counts"]["unchanged"] == 20
     assert rendered == []  # tier 1: the raw row and the mapping's fingerprint were enough

@@ -138,8 +138,8 @@ class CsvExtract:
         # A line without a quote is a row of its own whose values are its text cut at each
         # delimiter, just as the csv module would read it: such a row is not even decoded
         # unless it is read in full. Every other row is the csv module's to read.
-        plain = not any(c in separator for c in b'"\r\n')
-        fields = maker.width - 1
+        bytewise = not any(c in separator for c in b'"\r\n')
+        separators = maker.width - 1
 
         def split(raw: bytes) -> list[str]:
             return raw.decode(encoding).split(delimiter)
@@ -152,11 +152,11 @@ class CsvExtract:
             if raw is None:
                 break
             content = raw.rstrip(b"\r\n")  # a line has one line end, at its end
-            if plain and b'"' not in content:
+            if bytewise and b'"' not in content:
                 if not content:
                     continue  # a blank line
                 row += 1
-                if content.count(separator) == fields:
+                if content.count(separator) == separators:
                     yield maker.split(content, start, row, split)
                 else:
                     yield maker.record(split(content), start, row)  # a finding: the count

@@ -73,30 +73,29 @@ class RowRecords:
         else:
             digest = xxhash.xxh3_128_digest(raw, seed=self.seed)
         fields = tuple(values)
+        return self._made(raw, digest, line, row, lambda: fields)
 
+    def split(self, raw: bytes, line: int, row: int, split: Split) -> Record:
+        """The record of a row whose values ``split(raw)`` gives, asked only when it is read
+        in full: a row unchanged by its bytes is never even decoded."""
+        digest = xxhash.xxh3_128_digest(raw, seed=self.seed)
+        return self._made(raw, digest, line, row, lambda: tuple(split(raw)))
+
+    def _made(
+        self,
+        raw: bytes,
+        digest: bytes | None,
+        line: int,
+        row: int,
+        fields: Callable[[], tuple[str, ...]],
+    ) -> Record:
         def parse(record: Record) -> etree._Element:
-            return self._element(record, fields, row)
+            return self._element(record, fields(), row)
 
         return Record(
             self.name,
             raw=raw,
             raw_digest=digest,
-            parse=parse,
-            line=line,
-            plain=None if self.utf8 else False,
-        )
-
-    def split(self, raw: bytes, line: int, row: int, split: Split) -> Record:
-        """The record of a row whose values ``split(raw)`` gives, asked only when it is read
-        in full: a row unchanged by its bytes is never even decoded."""
-
-        def parse(record: Record) -> etree._Element:
-            return self._element(record, tuple(split(raw)), row)
-
-        return Record(
-            self.name,
-            raw=raw,
-            raw_digest=xxhash.xxh3_128_digest(raw, seed=self.seed),
             parse=parse,
             line=line,
             plain=None if self.utf8 else False,
