@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import xxhash
 from sqlalchemy import Connection
@@ -63,6 +64,16 @@ class Ingested:
     """Why the fast reader stepped aside (every record was read in full); None: it did not."""
 
 
+class AlreadyIngested(Exception):
+    """The extract's bytes were ingested before: there is nothing to diff. Raised by
+    :func:`ingest` once ``ingested_before`` says so; what it staged is cleared."""
+
+    def __init__(self, earlier: Any) -> None:
+        super().__init__("the extract was ingested before")
+        self.earlier = earlier
+        """What ``ingested_before`` found: the earlier extract's row."""
+
+
 def recipe_of(feed: FeedConfig) -> Recipe:
     """The digest recipe of a feed."""
     return Recipe(feed.ignore, sis_ignored=not feed.count_sis_fields)
@@ -88,19 +99,32 @@ def ingest(
     feed_row: FeedRow,
     path: Path,
     *,
-    sha256: str,
+    sha256: Callable[[], str],
     mtime: dt.datetime,
     now: dt.datetime,
     force: bool,
     apply_it: bool,
     progress: Callable[[int], None] | None = None,
     step: Step = lambda _name: None,
+    ingested_before: Callable[[], Any | None] = lambda: None,
 ) -> Ingested:
     """Diff the extract at ``path`` against the snapshot and (with ``apply_it``) make it the
-    snapshot's desired state; no file is written."""
+    snapshot's desired state; no file is written.
+
+    ``sha256`` gives the file's SHA-256 when called (it may be worked out meanwhile);
+    ``ingested_before`` gives the earlier extract of the same bytes, if any (it may refuse the
+    file, GuardRefused): it is asked after the pass, and before the file is refused for its
+    age; if there is one, :class:`AlreadyIngested` stops the ingest.
+    """
     recipe = recipe_of(feed)
     last = extracts.last(conn, feed_row.id)
-    extract_order.check_time(path, mtime, last, force=force)
+    try:
+        extract_order.check_time(path, mtime, last, force=force)
+    except GuardRefused:
+        earlier = ingested_before()
+        if earlier is not None:
+            raise AlreadyIngested(earlier) from None
+        raise
     rehashed = snap.rehash(conn, feed_row, recipe)
     snap.ensure_identifier_index(conn, feed_row)
     today = now.astimezone(feed.timezone).date()
@@ -117,6 +141,10 @@ def ingest(
     staging = Staging(conn, feed_row.id)
     source = open_source(feed, path, seed=seed.encode(), progress=progress)
     scanned = scan(conn, setup, source, staging)
+    earlier = ingested_before()
+    if earlier is not None:
+        staging.clear()
+        raise AlreadyIngested(earlier)
     if isinstance(source, MergedSource):
         scanned.report.add(_merges(feed, source))
     step("scanned")
@@ -173,7 +201,7 @@ def ingest(
         conn,
         feed_id=feed_row.id,
         name=str(path),
-        sha256=sha256,
+        sha256=sha256(),
         records=scanned.records,
         counts=counts,
         now=now,

@@ -30,7 +30,7 @@ from .delta import outbox
 from .delta.build import BatchInfo, Built, build
 from .diff import Counts, HeldBack
 from .errors import DeltasyncError, GuardRefused, NotFound
-from .ingest import Ingested, ingest, recipe_of
+from .ingest import AlreadyIngested, Ingested, ingest, recipe_of
 from .ledger import Ledger
 from .source.factory import identify
 from .source.files import Progress
@@ -118,16 +118,21 @@ class RunResult:
 
 @dataclass
 class _Extract:
-    """The extract a run reads: where it is, and what it is (read before the transaction)."""
+    """The extract a run reads: where it is, and what it is (found before the transaction)."""
 
     path: Path
-    sha256: str
+    digest: Callable[[], str]
+    """Its SHA-256, worked out in the background while the run reads the file."""
     mtime: dt.datetime
 
     @classmethod
     def at(cls, feed: FeedConfig, path: Path | None) -> _Extract:
         found = identify(feed, path)
         return cls(found.path, found.sha256, found.mtime)
+
+    @property
+    def sha256(self) -> str:
+        return self.digest()
 
 
 def run(
@@ -240,12 +245,41 @@ def _ingest_step(
     apply_it: bool = True,
 ) -> tuple[RunResult, int | None]:
     """Ingest the extract (or find it was ingested before): its result, without a batch, and
-    the new extract's id (None when nothing new was ingested)."""
-    previous = extracts.find(conn, feed_row.id, extract.sha256)
-    if previous is not None:
-        extract_order.check_same_file(
-            extract.path, extracts.ingested(previous), extracts.last(conn, feed_row.id), force=force
+    the new extract's id (None when nothing new was ingested).
+
+    Whether the file was ingested before is known only once its SHA-256 is, which a thread
+    works out while the pass reads the file: :func:`ingest` asks after the pass (and before
+    refusing the file for its age), and stops if so.
+    """
+
+    def ingested_before() -> Any | None:
+        previous = extracts.find(conn, feed_row.id, extract.sha256)
+        if previous is not None:
+            extract_order.check_same_file(
+                extract.path,
+                extracts.ingested(previous),
+                extracts.last(conn, feed_row.id),
+                force=force,
+            )
+        return previous
+
+    try:
+        done = ingest(
+            conn,
+            feed,
+            feed_row,
+            extract.path,
+            sha256=extract.digest,
+            mtime=extract.mtime,
+            now=now,
+            force=force,
+            apply_it=apply_it,
+            progress=progress,
+            step=step,
+            ingested_before=ingested_before,
         )
+    except AlreadyIngested as already_ingested:
+        previous = already_ingested.earlier
         # Already ingested: nothing to diff, but unconfirmed patrons still go out.
         already = RunResult(
             feed.name,
@@ -258,19 +292,6 @@ def _ingest_step(
             already_ingested_at=previous.ingested_at,
         )
         return already, None
-    done = ingest(
-        conn,
-        feed,
-        feed_row,
-        extract.path,
-        sha256=extract.sha256,
-        mtime=extract.mtime,
-        now=now,
-        force=force,
-        apply_it=apply_it,
-        progress=progress,
-        step=step,
-    )
     return _result(feed, extract, done, dry_run=not apply_it), done.extract_id
 
 
@@ -364,7 +385,7 @@ def baseline(
                 feed,
                 feed_row,
                 extract.path,
-                sha256=extract.sha256,
+                sha256=extract.digest,
                 mtime=extract.mtime,
                 now=moment,
                 force=True,

@@ -10,7 +10,9 @@ import datetime as dt
 import glob
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from ..checks.settings import CheckSettings
@@ -20,7 +22,7 @@ from ..mapping.spec import Mapping, fingerprint_of, load
 from ..matchid import MatchIdRule
 from . import Source
 from .csvfile import CsvExtract
-from .files import Progress, modified_at, sha256_of
+from .files import Progress, in_background, modified_at, sha256_of
 from .merged import MergedSource
 from .sql import SqlExtract
 from .xml import XmlExtract
@@ -49,7 +51,8 @@ class Identity:
     """What a run records of its extract: a name, a SHA-256 and a modification time."""
 
     path: Path
-    sha256: str
+    sha256: Callable[[], str]
+    """The SHA-256, worked out in the background while the run reads: call it for the value."""
     mtime: dt.datetime
 
 
@@ -59,8 +62,10 @@ def identify(feed: FeedConfig, path: Path | None) -> Identity:
     if feed.file_extract:
         assert path is not None
         resolved = path.resolve()
-        return Identity(resolved, sha256_of(resolved), modified_at(resolved))
-    digest = hashlib.sha256()
+        mtime = modified_at(resolved)
+        return Identity(resolved, in_background(partial(sha256_of, resolved)), mtime)
+    parts: list[str | tuple[str, Path]] = []
+    """What the SHA-256 is made of: a query's own line, or a source's kind and file."""
     newest = dt.datetime.min.replace(tzinfo=dt.UTC)
     first: Path | None = None
     for number, source in enumerate(sources_of(feed), 1):
@@ -68,16 +73,26 @@ def identify(feed: FeedConfig, path: Path | None) -> Identity:
             assert source.mapping is not None
             # A query's rows have no file to know them by: each run reads them anew.
             now = dt.datetime.now(dt.UTC)
-            digest.update(f"sql:{source.mapping}:{time.time_ns()}\n".encode())
+            parts.append(f"sql:{source.mapping}:{time.time_ns()}\n")
             newest = max(newest, now)
             first = first or source.mapping
             continue
         file = extract_file(feed, number, source)
-        digest.update(f"{source.kind}:{sha256_of(file)}\n".encode())
+        parts.append((source.kind, file))
         newest = max(newest, modified_at(file))
         first = first or file
     assert first is not None
-    return Identity(first, digest.hexdigest(), newest)
+    return Identity(first, in_background(partial(_sha256_of_parts, parts)), newest)
+
+
+def _sha256_of_parts(parts: list[str | tuple[str, Path]]) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, tuple):
+            kind, file = part
+            part = f"{kind}:{sha256_of(file)}\n"
+        digest.update(part.encode())
+    return digest.hexdigest()
 
 
 def extract_file(feed: FeedConfig, number: int, source: SourceConfig) -> Path:

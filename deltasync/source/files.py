@@ -13,11 +13,14 @@ import os
 import re
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from ..errors import ExtractError
+
+T = TypeVar("T")
 
 Progress = Callable[[int], None]
 """Called with the number of bytes of the extract file consumed so far."""
@@ -51,16 +54,36 @@ def container(raw: IO[bytes]) -> Container:
     return Container.PLAIN
 
 
+HASH_BLOCK = 8 << 20
+"""Bytes hashed at a time. Large: a thread hashing beside a busy one waits for the
+interpreter lock between blocks (up to 5 ms each), so small blocks would make it slow."""
+
+
 def sha256_of(path: Path) -> str:
-    """The SHA-256 of a file, read in blocks."""
+    """The SHA-256 of a file, read in blocks into one buffer."""
     digest = hashlib.sha256()
+    buffer = bytearray(HASH_BLOCK)
+    view = memoryview(buffer)
     try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        with path.open("rb", buffering=0) as handle:
+            while read := handle.readinto(buffer):
+                digest.update(view[:read])
     except OSError as exc:
         raise ExtractError(f"{path}: cannot read extract: {exc.strerror}") from exc
     return digest.hexdigest()
+
+
+def in_background(work: Callable[[], T]) -> Callable[[], T]:
+    """Start ``work`` in a thread of its own; call the result for its value (or its error).
+
+    For the SHA-256 of an extract: hashlib lets go of the interpreter lock while it hashes a
+    block, so on a machine of two cores the run reads and diffs the file while the hash of the
+    same file is worked out beside it (a third of a day-1 run's time before).
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltasync-sha256")
+    future = pool.submit(work)
+    pool.shutdown(wait=False)
+    return future.result
 
 
 def modified_at(path: Path) -> dt.datetime:
