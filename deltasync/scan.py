@@ -21,6 +21,7 @@ reading every record in full: slower, never different.
 from __future__ import annotations
 
 import datetime as dt
+from array import array
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -150,13 +151,23 @@ class _Pass:
         self.checker = RecordChecker(setup.checks, setup.today)
         self.report = Report()
         self.fingerprint = ContentFingerprint()
-        self.raw_index: dict[bytes, int] = (
-            snap.raw_index(conn, self.feed_id) if fast and setup.trusted_raw else {}
-        )
         low, high = snap.patron_range(conn, self.feed_id)
         self.low = low
         self.seen = bytearray(max(0, high - low + 1))
         """A byte per patron of the feed: how the extract held it (TIER1 | TIER2 flags)."""
+        self.raw_index: dict[bytes, int] = {}
+        """Raw digest → present patron (tier 1; empty when the stored ones cannot be used)."""
+        self.present = array("q")
+        """Every present patron, and the fingerprint term of its digest at the same place:
+        after the pass, the ones not seen are departures and the ones read only by their bytes
+        count toward the fingerprint. Arrays: eight bytes a patron."""
+        self.terms = array("Q")
+        use_raw = fast and setup.trusted_raw
+        for patron, digest, raw in snap.present_patrons(conn, self.feed_id):
+            self.present.append(patron)
+            self.terms.append(term_of(digest))
+            if use_raw and raw is not None:
+                self.raw_index[raw] = patron
         self.extra_tier1: dict[int, int] = defaultdict(int)
         """Patrons read unchanged more than once → how many more times."""
         self.repeats: dict[int, list[str]] = {}
@@ -444,16 +455,14 @@ class _Pass:
         by their bytes (the fingerprint counts them too)."""
         departures: list[int] = []
         terms = 0
-        present = 0
         seen, low, extra = self.seen, self.low, self.extra_tier1
-        for patron, term in snap.present_terms(self.conn, self.feed_id):
-            present += 1
+        for patron, term in zip(self.present, self.terms, strict=True):
             flags = seen[patron - low]
             if not flags:
                 departures.append(patron)
             elif flags & TIER1:
                 terms += term * (1 + extra.get(patron, 0))
-        return departures, present, terms
+        return departures, len(self.present), terms
 
     def _duplicates(self, held: dict[str, HeldBack], source: Source) -> list[int]:
         """Hold back every match ID the extract holds twice; the repeated known patrons."""

@@ -18,12 +18,12 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from ..canonical import Recipe
 from ..checks.identifiers import value_hash
-from ..fingerprint import term_of
 from ..userxml import identifier_values, parse_payload
 from .feeds import FeedRow, record_settings
 from .tables import (
     PatronState,
     chunks,
+    driver_rows,
     extract_t,
     feed_t,
     identifier_t,
@@ -84,15 +84,15 @@ def _decode_folds(text: str) -> tuple[tuple[str, str], ...]:
 # -- for the pass ----------------------------------------------------------------------------
 
 
-def raw_index(conn: Connection, feed_id: int) -> dict[bytes, int]:
-    """Raw digest → patron, for every present patron with one (tier 1)."""
+def present_patrons(conn: Connection, feed_id: int) -> Iterator[tuple[int, bytes, bytes | None]]:
+    """``(patron id, digest, raw digest)`` of every present patron: what a pass needs to know
+    of each before it reads a record (one query; the driver's rows, a page at a time)."""
     p = patron_t.c
-    result = conn.execute(
-        select(p.raw_digest, p.id).where(
-            p.feed_id == feed_id, p.state == PatronState.PRESENT, p.raw_digest.is_not(None)
-        )
+    query = select(p.id, p.digest, p.raw_digest).where(
+        p.feed_id == feed_id, p.state == PatronState.PRESENT
     )
-    return {bytes(raw): int(pid) for raw, pid in result}
+    for pid, digest, raw in driver_rows(conn, query):
+        yield pid, bytes(digest), None if raw is None else bytes(raw)
 
 
 def patron_range(conn: Connection, feed_id: int) -> tuple[int, int]:
@@ -138,16 +138,6 @@ def current_payloads(conn: Connection, patron_ids: list[int]) -> dict[int, bytes
         )
         found.update((int(pid), bytes(payload)) for pid, payload in rows)
     return found
-
-
-def present_terms(conn: Connection, feed_id: int) -> Iterator[tuple[int, int]]:
-    """``(patron id, fingerprint term of its digest)`` of every present patron."""
-    p = patron_t.c
-    result = conn.execute(
-        select(p.id, p.digest).where(p.feed_id == feed_id, p.state == PatronState.PRESENT)
-    )
-    for pid, digest in result:
-        yield int(pid), term_of(bytes(digest))
 
 
 def keys_of(conn: Connection, patron_ids: list[int]) -> dict[int, tuple[str, str]]:
