@@ -11,6 +11,7 @@ for a broken file.
 from __future__ import annotations
 
 import gzip
+import itertools
 import mmap
 import zipfile
 import zlib
@@ -131,35 +132,35 @@ class XmlExtract:
         release: Callable[[int], None] | None = None,
     ) -> Iterator[Record]:
         scanner = SliceScanner(cast(Iterable[bytes], chunks))
-        released = 0
-        reader: _SliceReader | None = None
-        count = 0
+        slices = scanner.slices()
+        first = next(slices, None)
+        if first is None:
+            raise StepAside("the document holds no <user> records", 0)
+        assert scanner.prolog is not None
+        reader = _SliceReader(self, scanner.prolog, scanner.line_of)
+        # Once per record, and most records are only hashed: everything at hand in locals.
+        seed, parse, locate = reader.seed, reader.parse, scanner.line_of
+        plain = None if self.utf8 else False
+        hashed = xxhash.xxh3_128_digest
         progress = self.progress
-        reported = 0
-        for piece in scanner.slices():
-            if reader is None:
-                assert scanner.prolog is not None
-                reader = _SliceReader(self, scanner.prolog, scanner.line_of)
-            raw = piece.raw
+        released = reported = 0
+        for offset, raw in itertools.chain([first], slices):
             yield Record(
                 source,
                 raw=raw,
-                raw_digest=xxhash.xxh3_128_digest(raw, seed=reader.seed),
+                raw_digest=hashed(raw, seed=seed),
                 document=number,
-                offset=piece.offset,
-                parse=reader.parse,
-                locate=scanner.line_of,
-                plain=None if self.utf8 else False,
+                offset=offset,
+                parse=parse,
+                locate=locate,
+                plain=plain,
             )
-            count += 1
-            if release is not None and piece.offset - released >= RELEASE_BYTES:
-                released = piece.offset
+            if release is not None and offset - released >= RELEASE_BYTES:
+                released = offset
                 release(released)
-            if progress is not None and piece.offset - reported >= PROGRESS_BYTES:
-                reported = piece.offset
-                progress(position() if position is not None else piece.offset)
-        if count == 0:
-            raise StepAside("the document holds no <user> records", 0)
+            if progress is not None and offset - reported >= PROGRESS_BYTES:
+                reported = offset
+                progress(position() if position is not None else offset)
         if progress is not None:
             progress(position() if position is not None else scanner.end)
 
