@@ -25,10 +25,11 @@ from array import array
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cached_property, partial
 from typing import Any
 
 import xxhash
+from lxml import etree
 from sqlalchemy import Connection
 
 from .canonical import Recipe
@@ -119,7 +120,9 @@ class _Read:
     match_id: str
     key: str
     digest: bytes
-    payload: bytes | None
+    user: etree._Element | None
+    """The record as fixed (None when the pass keeps nothing): its payload is made only for
+    a record that is staged with one, not for the ones unchanged but spelled anew."""
     expiry: dt.date | None
     findings: Callable[[], list[Finding]]
     """The record's checks, run only for a record about to be sent: one spelled anew, or
@@ -127,6 +130,11 @@ class _Read:
     identifiers: list[tuple[str, int]]
     fold_forms: str | None
     repaired: bool
+    recipe: Recipe
+
+    @cached_property
+    def payload(self) -> bytes | None:
+        return None if self.user is None else self.recipe.payload(self.user)
 
 
 def scan(conn: Connection, setup: ScanSetup, source: Source, staging: Staging) -> Scanned:
@@ -268,12 +276,13 @@ class _Pass:
                 match_id,
                 key,
                 self.setup.recipe.digest(user),
-                self.setup.recipe.payload(user) if self.setup.keep_payloads else None,
+                user if self.setup.keep_payloads else None,
                 expiry,
                 partial(_findings, made, self.checker, inspection),
                 [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
                 snap.encode_folds(folds),
                 repaired,
+                self.setup.recipe,
             )
         )
 
@@ -304,7 +313,7 @@ class _Pass:
             if (entry := known.get(read.key)) is not None
             and entry.present
             and entry.digest != read.digest
-            and read.payload is not None
+            and read.user is not None
         ]
         stored = snap.current_payloads(self.conn, changed) if changed else {}
         for read in self.waiting:
