@@ -25,7 +25,7 @@ from .source import Source
 from .source.factory import open_source
 from .source.xml import XmlExtract
 from .store.engine import create_store_engine
-from .store.models import Base
+from .store.models import metadata
 from .store.staging import Staging
 from .store.tables import feed_t
 
@@ -63,7 +63,7 @@ def check_file(
     with tempfile.TemporaryDirectory(prefix="deltasync-check-") as folder:
         engine = create_store_engine(f"sqlite:///{Path(folder) / 'scratch.db'}")
         try:
-            Base.metadata.create_all(engine)
+            metadata.create_all(engine)
             with engine.begin() as conn:
                 key = conn.execute(
                     insert(feed_t).values(

@@ -8,9 +8,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from deltasync.store.models import Base
-
-target_metadata = Base.metadata
+from deltasync.store.models import metadata as target_metadata
 
 
 def _configure(connection: Connection) -> None:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import aliased
 
 from ..config import FeedConfig
 from ..store import Store, feeds
@@ -47,7 +46,7 @@ def list_changes(
     kinds (new, changed, departed, returned).
     """
     v, p = version_t.c, patron_t.c
-    earlier = aliased(version_t)
+    earlier = version_t.alias()
     previous_id = (
         select(func.max(earlier.c.id))
         .where(earlier.c.patron_id == v.patron_id, earlier.c.id < v.id)

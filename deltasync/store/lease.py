@@ -21,15 +21,12 @@ import datetime as dt
 import os
 import socket
 from collections.abc import Callable
-from typing import cast
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from ..errors import FeedLost
-from .models import RunLease
 from .store import Store
-
-lease_t = cast(Table, RunLease.__table__)
+from .tables import lease_t
 
 LockCheck = Callable[[Connection], str | None]
 """Whether the lock itself is still held: None, or why not (checked through ``conn``)."""

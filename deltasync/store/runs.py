@@ -12,14 +12,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 
-from .models import Run, RunHeldBack
-
-run_t = cast(Table, Run.__table__)
-held_t = cast(Table, RunHeldBack.__table__)
+from .tables import run_held_t, run_t
 
 
 class Outcome(StrEnum):
@@ -74,7 +71,7 @@ def log(conn: Connection, entry: RunEntry, held_back: Iterable[tuple[str | None,
     run_id = int(key[0])
     rows = [{"run_id": run_id, "match_id": m, "code": c} for m, c in held_back]
     if rows:
-        conn.execute(insert(held_t), rows)
+        conn.execute(insert(run_held_t), rows)
     return run_id
 
 
@@ -100,9 +97,9 @@ def last(conn: Connection, feed: str) -> RunEntry | None:
 def held_back(conn: Connection, run_id: int) -> list[tuple[str | None, str]]:
     """``(match ID, code)`` of each record the run held back."""
     rows = conn.execute(
-        select(held_t.c.match_id, held_t.c.code)
-        .where(held_t.c.run_id == run_id)
-        .order_by(held_t.c.id)
+        select(run_held_t.c.match_id, run_held_t.c.code)
+        .where(run_held_t.c.run_id == run_id)
+        .order_by(run_held_t.c.id)
     )
     return [(m, c) for m, c in rows]
 
@@ -110,7 +107,7 @@ def held_back(conn: Connection, run_id: int) -> list[tuple[str | None, str]]:
 def prune(conn: Connection, feed: str, before: dt.datetime) -> int:
     """Forget the feed's runs started before ``before`` (they name patrons); how many."""
     old = select(run_t.c.id).where(run_t.c.feed == feed, run_t.c.started_at < before)
-    conn.execute(delete(held_t).where(held_t.c.run_id.in_(old)))
+    conn.execute(delete(run_held_t).where(run_held_t.c.run_id.in_(old)))
     count = conn.execute(
         select(func.count())
         .select_from(run_t)

@@ -7,25 +7,50 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, Table, insert
 
 from .models import (
-    Batch,
-    BatchEvent,
-    BatchPatron,
-    Extract,
-    Feed,
-    Patron,
-    PatronIdentifier,
-    PatronVersion,
-    Run,
-    RunHeldBack,
-    RunLease,
-    StagedIdentifier,
-    StagedRecord,
+    batch_t,
+    event_t,
+    extract_t,
+    feed_t,
+    identifier_t,
+    lease_t,
+    member_t,
+    patron_t,
+    run_held_t,
+    run_t,
+    staged_identifier_t,
+    staged_t,
+    version_t,
 )
+
+# The tables themselves are declared in models.py; this is where every query module finds them.
+__all__ = [
+    "BatchStatus",
+    "CHUNK",
+    "MemberOutcome",
+    "OPEN",
+    "PatronState",
+    "TRANSITIONS",
+    "batch_t",
+    "bulk_insert",
+    "chunks",
+    "event_t",
+    "extract_t",
+    "feed_t",
+    "identifier_t",
+    "lease_t",
+    "member_t",
+    "patron_t",
+    "run_held_t",
+    "run_t",
+    "staged_identifier_t",
+    "staged_t",
+    "version_t",
+]
 
 T = TypeVar("T")
 
@@ -33,20 +58,6 @@ CHUNK = 1000
 """Rows per statement where a list of ids goes into ``IN (…)`` or a parameter list."""
 PAGE = 10_000
 """Rows fetched at a time by :func:`driver_rows`: memory stays flat however many match."""
-
-feed_t = cast(Table, Feed.__table__)
-batch_t = cast(Table, Batch.__table__)
-event_t = cast(Table, BatchEvent.__table__)
-member_t = cast(Table, BatchPatron.__table__)
-extract_t = cast(Table, Extract.__table__)
-patron_t = cast(Table, Patron.__table__)
-version_t = cast(Table, PatronVersion.__table__)
-identifier_t = cast(Table, PatronIdentifier.__table__)
-staged_t = cast(Table, StagedRecord.__table__)
-staged_identifier_t = cast(Table, StagedIdentifier.__table__)
-lease_t = cast(Table, RunLease.__table__)
-run_t = cast(Table, Run.__table__)
-run_held_t = cast(Table, RunHeldBack.__table__)
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
