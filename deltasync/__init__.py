@@ -24,13 +24,16 @@ Use it as a library::
         result = run(store, config.feed("patrons"), Path("patrons.xml"))
 """
 
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
-from .config import Config, FeedConfig
-from .config import load as load_config
-from .errors import DeltasyncError
-from .job import RunResult, run
-from .store import Store, open_store
+if TYPE_CHECKING:
+    from .config import Config, FeedConfig
+    from .config import load as load_config
+    from .errors import DeltasyncError
+    from .job import RunResult, run
+    from .store import Store, open_store
 
 # A library logs, the application decides where to: without this, Python's last-resort
 # handler would print the library's warnings on stderr, which cron mails.
@@ -46,3 +49,30 @@ __all__ = [
     "open_store",
     "run",
 ]
+
+_EXPORTS = {
+    "Config": ("config", "Config"),
+    "DeltasyncError": ("errors", "DeltasyncError"),
+    "FeedConfig": ("config", "FeedConfig"),
+    "RunResult": ("job", "RunResult"),
+    "Store": ("store", "Store"),
+    "load_config": ("config", "load"),
+    "open_store": ("store", "open_store"),
+    "run": ("job", "run"),
+}
+"""Public name → (module, name there). Imported on first use (PEP 562): importing any
+submodule imports this package first, and the job alone pulls in nearly all of deltasync, which
+a command such as ``status`` never runs."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _EXPORTS[name]
+    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
