@@ -4,24 +4,16 @@
 who uses them: ``daily`` (the scheduled run), ``audit`` (the feed and its batches),
 ``patrons`` (a patron's history, changes across patrons), ``recovery`` (repairs),
 ``feeds`` (status of every feed, the metrics file), ``installation`` (init, doctor),
-``report`` (a feed over a period, as text, JSON or an HTML page).
+``report`` (a feed over a period, as text, JSON or an HTML page). A command's module is
+imported when the command is asked for (``app.COMMANDS``), so a command pays only for its own
+imports.
 """
 
 from __future__ import annotations
 
-from . import audit, daily, installation, mapping, patrons, recovery, report
 from .app import cli
 
 __all__ = ["cli", "main"]
-_COMMANDS = (
-    audit,
-    daily,
-    installation,
-    mapping,
-    patrons,
-    recovery,
-    report,
-)  # imported for their @cli.command registrations
 
 
 def main() -> None:

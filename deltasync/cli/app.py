@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import functools
+import importlib
 import io
 import json
 import re
@@ -147,7 +148,49 @@ def json_option(command: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
 
 
-@click.group(context_settings=CONTEXT_SETTINGS)
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "audit": ("status", "batches", "batch"),
+    "daily": ("run", "diff", "check"),
+    "installation": ("init", "doctor"),
+    "mapping": ("map",),
+    "patrons": ("history", "show", "changes"),
+    "recovery": (
+        "replay",
+        "confirm",
+        "fail",
+        "reject",
+        "batch",  # its `rebuild`, added to the group that audit defines
+        "baseline",
+        "resend",
+        "prune",
+        "backup",
+    ),
+    "report": ("report",),
+}
+"""Each command module of this package → the commands it registers on ``cli``."""
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module (see ``COMMANDS``) when the command is asked for.
+
+    So ``deltasync status`` imports what ``status`` needs, not the job, the HTML report or the
+    repair tools (click's "Lazily Loading Subcommands"). ``--help`` still imports them all, for
+    each command's short help.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *(name for names in COMMANDS.values() for name in names)})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        # A name no module registers: import them all, so click's "Did you mean" sees every
+        # command.
+        modules = [m for m, names in COMMANDS.items() if cmd_name in names] or list(COMMANDS)
+        for module in modules:
+            importlib.import_module(f".{module}", __package__)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT_SETTINGS)
 @click.option(
     "--config",
     "config_path",
