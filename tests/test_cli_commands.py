@@ -72,6 +72,15 @@ def test_a_command_imports_only_its_own_module() -> None:
     )
 
 
+def test_the_run_command_leaves_jinja2_to_feeds_with_a_mapping() -> None:
+    # CSV and SQL sources render through Jinja2 (source/factory.py); Alma XML does not.
+    loaded = _fresh(
+        "import sys, click; from deltasync.cli import cli; "
+        "cli.get_command(click.Context(cli), 'run'); print('jinja2' in sys.modules)"
+    )
+    assert loaded == "False"
+
+
 def test_an_unknown_command_is_still_matched_against_every_command() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "deltasync", "stat"], capture_output=True, text=True, check=False
