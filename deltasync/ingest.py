@@ -218,6 +218,7 @@ def ingest(
         held=scanned.held_patrons,
         absent=sorted(staying) if policy.grace_days or policy.keep_groups else None,
     )
+    scanned.counted_lines.store(conn)
     feeds.record_settings(conn, feed_row.id, fixes=feed.checks.fixes, raw_seed=seed)
     return Ingested(**{**result.__dict__, "extract_id": extract_id})
 

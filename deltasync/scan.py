@@ -104,6 +104,8 @@ class Scanned:
     """Changed records whose only change is a later expiry or purge date."""
     expiry_cuts: int = 0
     """Records of present patrons whose expiry or purge date moved earlier."""
+    counted_lines: snap.CountedLines = field(default_factory=snap.CountedLines)
+    """Records read by their bytes whose line ends were not stored yet, counted."""
     expiry_days: dict[int, int] = field(default_factory=dict)
     """Days from today to the expiry date → how many records read in full (bounded: one
     entry per distinct date), for ``check``'s heartbeat warning."""
@@ -115,6 +117,7 @@ class _Read:
 
     where: str
     raw_digest: bytes | None
+    raw_lines: int | None
     source: str
     line: int
     match_id: str
@@ -170,12 +173,18 @@ class _Pass:
         after the pass, the ones not seen are departures and the ones read only by their bytes
         count toward the fingerprint. Arrays: eight bytes a patron."""
         self.terms = array("Q")
+        self.lines = array("l", [-1]) * len(self.seen)
+        """Per patron: the line ends of its raw bytes (-1: not known)."""
+        self.counted = snap.CountedLines()
+        """Records read by their bytes whose line ends were not stored, counted."""
         use_raw = fast and setup.trusted_raw
-        for patron, digest, raw in snap.present_patrons(conn, self.feed_id):
+        for patron, digest, raw, lines in snap.present_patrons(conn, self.feed_id):
             self.present.append(patron)
             self.terms.append(term_of(digest))
             if use_raw and raw is not None:
                 self.raw_index[raw] = patron
+                if lines is not None:
+                    self.lines[patron - low] = lines
         self.extra_tier1: dict[int, int] = defaultdict(int)
         """Patrons read unchanged more than once → how many more times."""
         self.repeats: dict[int, list[str]] = {}
@@ -226,6 +235,16 @@ class _Pass:
             self._repeat(patron, record.where, flags, record.raw_digest)
             if flags & TIER1:
                 self.extra_tier1[patron] += 1
+        # Its line ends are those stored with its raw digest: the source numbers the lines
+        # after it without reading it (after ``where`` above, which reads up to it).
+        lines = self.lines[slot]
+        if lines < 0:
+            counted = record.newlines
+            if counted is None:
+                return
+            lines = self.lines[slot] = counted
+            self.counted.add(patron, record.raw_digest, counted)
+        record.pass_lines(lines)
 
     def _repeat(self, patron: int, where: str, flags: int, raw: bytes | None) -> None:
         """Note another copy of a patron already seen in this extract."""
@@ -271,6 +290,7 @@ class _Pass:
             _Read(
                 where,
                 record.raw_digest,
+                record.newlines,
                 record.source,
                 record.line,
                 match_id,
@@ -365,6 +385,7 @@ class _Pass:
             expiry: dt.date | None = None,
             raw_digest: bytes | None = read.raw_digest,
         ) -> None:
+            raw_lines = read.raw_lines if raw_digest is not None else None
             self.staging.add(
                 match_key=read.key,
                 match_id=read.match_id,
@@ -374,6 +395,7 @@ class _Pass:
                 payload=payload,
                 expiry_date=expiry,
                 raw_digest=raw_digest,
+                raw_lines=raw_lines,
                 source=read.source,
                 line=read.line,
                 fold_forms=read.fold_forms,
@@ -448,6 +470,7 @@ class _Pass:
             expiry_moves=len(self.moves - set(self.failed)),
             expiry_cuts=len(self.cuts - set(self.failed)),
             expiry_days=dict(self.expiry_days),
+            counted_lines=self.counted,
         )
 
     def _held_patrons(self, keys: set[str], repeated: list[int]) -> list[int]:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from helpers import record, run_json, users, write
+from sqlalchemy import create_engine, text
 
 
 def test_each_kind(db_url: str, write_config: Callable[..., Path], tmp_path: Path) -> None:
@@ -87,3 +88,41 @@ def test_record_without_match_id_is_held_back(
         (None, [f"{tmp_path / 'd0.xml'}, line 15"])
     ]
     assert result["counts"]["held_back"] == 1
+
+
+def test_lines_after_records_read_by_their_bytes(
+    db_url: str, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # A record read by its bytes is not read again to number the lines after it: the line
+    # ends stored with its raw digest count for it; a store without them (from before they
+    # were kept) has them counted on its next run, and kept.
+    config = write_config(db_url)
+
+    def squashed(match_id: str) -> str:
+        return record(match_id).replace("\n  ", "")
+
+    def spread(match_id: str) -> str:
+        return record(match_id).replace("\n  ", "\n\n    ")
+
+    same = [record("A"), squashed("B"), "<!-- a note\nover two lines -->", spread("C")]
+    same += [record("D"), squashed("E")]
+    nameless = record("X").replace("<primary_id>X</primary_id>", "")
+    run_json(config, str(write(tmp_path, "d0.xml", users(*same))))
+    engine = create_engine(db_url)
+    for day, forget in ((1, False), (2, True), (3, False)):
+        if forget:
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE patron SET raw_lines = NULL"))
+        # After every record read by its bytes: a copy of C, and a record read in full.
+        content = users(f"<!-- day {day}\n-->", *same, spread("C"), nameless)
+        path = write(tmp_path, f"d{day}.xml", content)
+        starts = [n for n, line in enumerate(content.splitlines(), 1) if line.startswith("<user>")]
+        result = run_json(config, str(path), exit_code=4)
+        where = sorted(w for held in result["held_back"] for w in held["where"])
+        # Records 3 and 6 are the copies of C, record 7 the one without a match ID.
+        assert where == sorted(f"{path}, line {starts[i]}" for i in (2, 5, 6)), day
+        assert result["counts"]["unchanged"] == 4
+        with engine.connect() as conn:
+            unknown = conn.execute(text("SELECT count(*) FROM patron WHERE raw_lines IS NULL"))
+            assert unknown.scalar() == 0, day
+    engine.dispose()

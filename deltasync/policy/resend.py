@@ -139,7 +139,16 @@ def _refresh(
     stored = [pid for pid in todays if pid not in waiting]
     for part in chunks(stored):
         rows = conn.execute(
-            select(p.id, p.match_key, p.match_id, p.digest, p.expiry_date, p.raw_digest, v.payload)
+            select(
+                p.id,
+                p.match_key,
+                p.match_id,
+                p.digest,
+                p.expiry_date,
+                p.raw_digest,
+                p.raw_lines,
+                v.payload,
+            )
             .join(version_t, and_(v.id == p.current_version_id, v.payload.is_not(None)))
             .where(p.id.in_(part))
         )
@@ -153,6 +162,7 @@ def _refresh(
                 payload=bytes(row.payload),
                 expiry_date=row.expiry_date,
                 raw_digest=None if row.raw_digest is None else bytes(row.raw_digest),
+                raw_lines=row.raw_lines,
             )
     staging.flush()
     return len(todays)

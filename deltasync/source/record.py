@@ -12,6 +12,8 @@ from .characters import suspect
 
 Parse = Callable[["Record"], etree._Element]
 Locate = Callable[[int], int]
+Passed = Callable[[int, int, int], None]
+"""Told ``(offset, end, line ends)`` of a record read by its bytes whose line ends are known."""
 
 
 class Record:
@@ -33,6 +35,7 @@ class Record:
         "_line",
         "_locate",
         "_parse",
+        "_passed",
         "document",
         "line_shift",
         "offset",
@@ -55,6 +58,7 @@ class Record:
         element: etree._Element | None = None,
         line: int = 0,
         plain: bool | None = False,
+        passed: Passed | None = None,
     ) -> None:
         self.source = source
         """The file (and zip member) the record comes from, for messages."""
@@ -67,6 +71,7 @@ class Record:
         self._plain = plain
         self._parse = parse
         self._locate = locate
+        self._passed = passed
         self._element = element
         self._line = line
         self.line_shift = 0
@@ -97,6 +102,20 @@ class Record:
     @plain.setter
     def plain(self, value: bool) -> None:
         self._plain = value
+
+    @property
+    def newlines(self) -> int | None:
+        """The line ends in ``raw``, for a source that counts lines by them (None: one that
+        does not, or a record without bytes)."""
+        if self._passed is None or self.raw is None:
+            return None
+        return self.raw.count(b"\n")
+
+    def pass_lines(self, newlines: int) -> None:
+        """The record was read by its bytes, which hold ``newlines`` line ends (as stored with
+        its raw digest): the source need not read them to number the lines after it."""
+        if self._passed is not None and self.raw is not None:
+            self._passed(self.offset, self.offset + len(self.raw), newlines)
 
     @property
     def line(self) -> int:

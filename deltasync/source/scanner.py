@@ -98,6 +98,17 @@ class SliceScanner:
         self._count_to(at)
         return self._line
 
+    def passed(self, offset: int, end: int, newlines: int) -> None:
+        """The record at document ``offset`` to ``end`` holds ``newlines`` line ends, known
+        from elsewhere: the lines after it are counted without reading it. Ignored once lines
+        were counted into the record (its own line was asked for)."""
+        at = offset - self._base
+        if at < self._counted or end - self._base > len(self._buffer):
+            return
+        self._count_to(at)
+        self._line += newlines
+        self._counted = end - self._base
+
     def _count_to(self, at: int) -> None:
         # In steps: a mapped file is sliced (copied) to count, and may be gigabytes long.
         for start in range(self._counted, at, COUNT_STEP):

@@ -139,7 +139,7 @@ class XmlExtract:
         assert scanner.prolog is not None
         reader = _SliceReader(self, scanner.prolog, scanner.line_of)
         # Once per record, and most records are only hashed: everything at hand in locals.
-        seed, parse, locate = reader.seed, reader.parse, scanner.line_of
+        seed, parse, locate, passed = reader.seed, reader.parse, scanner.line_of, scanner.passed
         plain = None if self.utf8 else False
         hashed = xxhash.xxh3_128_digest
         progress = self.progress
@@ -154,6 +154,7 @@ class XmlExtract:
                 parse=parse,
                 locate=locate,
                 plain=plain,
+                passed=passed,
             )
             if release is not None and offset - released >= RELEASE_BYTES:
                 released = offset

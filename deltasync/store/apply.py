@@ -133,6 +133,7 @@ def apply(
             ),
             # A departed patron is not in the extract: no raw digest to compare with.
             raw_digest=staged(case((departed, null()), else_=s.raw_digest)),
+            raw_lines=staged(case((departed, null()), else_=s.raw_lines)),
             fold_forms=staged(s.fold_forms),
             current_version_id=select(func.max(v.id)).where(v.patron_id == p.id).scalar_subquery(),
             current_kind=staged(s.kind),
@@ -145,13 +146,16 @@ def apply(
     conn.execute(
         update(patron_t)
         .where(p.id.in_(respelled))
-        .values(raw_digest=staged(s.raw_digest, (Kind.UNCHANGED.value,)))
+        .values(
+            raw_digest=staged(s.raw_digest, (Kind.UNCHANGED.value,)),
+            raw_lines=staged(s.raw_lines, (Kind.UNCHANGED.value,)),
+        )
     )
     for part in chunks(departed_without_record):
         conn.execute(
             update(patron_t)
             .where(p.id.in_(part))
-            .values(state=PatronState.DEPARTED.value, raw_digest=None)
+            .values(state=PatronState.DEPARTED.value, raw_digest=None, raw_lines=None)
         )
         _no_longer_seen(conn, select(p.current_version_id).where(p.id.in_(part)), last_seen_before)
     _held(conn, feed_id, held, now, last_seen_before)

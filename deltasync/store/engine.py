@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 SQLITE_CACHE_KIB = 32 * 1024
 """SQLite's page cache per connection (counted in a run's peak memory)."""
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0011"
 """The newest migration this deltasync ships (a test holds it to alembic's own answer).
 
 Opening an up-to-date store — what every command does — compares against this and never

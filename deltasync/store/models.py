@@ -245,6 +245,9 @@ patron_t = Table(
     # The hash of the record's bytes as the source last gave them (feed.raw_seed): the same
     # bytes tomorrow mean the same record, without parsing it.
     Column("raw_digest", LargeBinary(16)),
+    # How many line ends those bytes hold (NULL: not known yet): a record read by its bytes
+    # is not read again to count the lines of the records after it.
+    Column("raw_lines", Integer),
     # For a match ID that is not plain ASCII: the forms other case foldings make of it, one
     # per line, so that a new ID another folding merges with it is held back.
     Column("fold_forms", Text),
@@ -316,6 +319,7 @@ staged_t = Table(
     Column("payload", Payload),
     Column("expiry_date", Date),
     Column("raw_digest", LargeBinary(16)),
+    Column("raw_lines", Integer),
     # Where the record stands in the extract, for messages about it.
     Column("source", Text),
     Column("line", Integer),

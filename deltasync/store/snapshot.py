@@ -8,6 +8,7 @@ holds the whole of it. Records a run reads in full are written back by :mod:`sto
 from __future__ import annotations
 
 import datetime as dt
+from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from .tables import (
 IDENTIFIER_INDEX = "v1"
 """The version of the identifier index; a feed whose index is older is indexed again."""
 PAGE = 5000
+RAW_DIGEST_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +86,56 @@ def _decode_folds(text: str) -> tuple[tuple[str, str], ...]:
 # -- for the pass ----------------------------------------------------------------------------
 
 
-def present_patrons(conn: Connection, feed_id: int) -> Iterator[tuple[int, bytes, bytes | None]]:
-    """``(patron id, digest, raw digest)`` of every present patron: what a pass needs to know
-    of each before it reads a record (one query; the driver's rows, a page at a time)."""
+def present_patrons(
+    conn: Connection, feed_id: int
+) -> Iterator[tuple[int, bytes, bytes | None, int | None]]:
+    """``(patron id, digest, raw digest, raw lines)`` of every present patron: what a pass
+    needs to know of each before it reads a record (one query; the driver's rows, a page at a
+    time)."""
     p = patron_t.c
-    query = select(p.id, p.digest, p.raw_digest).where(
+    query = select(p.id, p.digest, p.raw_digest, p.raw_lines).where(
         p.feed_id == feed_id, p.state == PatronState.PRESENT
     )
-    for pid, digest, raw in driver_rows(conn, query):
-        yield pid, bytes(digest), None if raw is None else bytes(raw)
+    for pid, digest, raw, lines in driver_rows(conn, query):
+        yield pid, bytes(digest), None if raw is None else bytes(raw), lines
+
+
+class CountedLines:
+    """Line ends counted in records read by their bytes, for patrons whose count was not
+    stored (a store from before counts were kept): kept, once, with the raw digest they
+    belong to. Arrays: 28 bytes a patron, however many."""
+
+    def __init__(self) -> None:
+        self.patrons = array("q")
+        self.raw = bytearray()
+        self.lines = array("l")
+
+    def add(self, patron: int, raw_digest: bytes | None, lines: int) -> None:
+        if raw_digest is not None and len(raw_digest) == RAW_DIGEST_BYTES:
+            self.patrons.append(patron)
+            self.raw += raw_digest
+            self.lines.append(lines)
+
+    def store(self, conn: Connection) -> None:
+        """Write the counts, each only where the patron still has that raw digest."""
+        p = patron_t.c
+        statement = (
+            update(patron_t)
+            .where(p.id == bindparam("pid"), p.raw_digest == bindparam("raw"))
+            .values(raw_lines=bindparam("n"))
+        )
+        size = RAW_DIGEST_BYTES
+        for start in range(0, len(self.patrons), PAGE):
+            rows = [
+                {"pid": pid, "raw": bytes(self.raw[i * size : (i + 1) * size]), "n": n}
+                for i, pid, n in zip(
+                    range(start, start + PAGE),
+                    self.patrons[start : start + PAGE],
+                    self.lines[start : start + PAGE],
+                    strict=False,
+                )
+            ]
+            conn.execute(statement, rows)
 
 
 def patron_range(conn: Connection, feed_id: int) -> tuple[int, int]:
