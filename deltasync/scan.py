@@ -25,11 +25,10 @@ from array import array
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cached_property, partial
+from functools import partial
 from typing import Any
 
 import xxhash
-from lxml import etree
 from sqlalchemy import Connection
 
 from .canonical import Recipe
@@ -123,9 +122,7 @@ class _Read:
     match_id: str
     key: str
     digest: bytes
-    user: etree._Element | None
-    """The record as fixed (None when the pass keeps nothing): its payload is made only for
-    a record that is staged with one, not for the ones unchanged but spelled anew."""
+    payload: bytes | None
     expiry: dt.date | None
     findings: Callable[[], list[Finding]]
     """The record's checks, run only for a record about to be sent: one spelled anew, or
@@ -133,11 +130,6 @@ class _Read:
     identifiers: list[tuple[str, int]]
     fold_forms: str | None
     repaired: bool
-    recipe: Recipe
-
-    @cached_property
-    def payload(self) -> bytes | None:
-        return None if self.user is None else self.recipe.payload(self.user)
 
 
 def scan(conn: Connection, setup: ScanSetup, source: Source, staging: Staging) -> Scanned:
@@ -296,13 +288,12 @@ class _Pass:
                 match_id,
                 key,
                 self.setup.recipe.digest(user),
-                user if self.setup.keep_payloads else None,
+                self.setup.recipe.payload(user) if self.setup.keep_payloads else None,
                 expiry,
                 partial(_findings, made, self.checker, inspection),
                 [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
                 snap.encode_folds(folds),
                 repaired,
-                self.setup.recipe,
             )
         )
 
@@ -333,7 +324,7 @@ class _Pass:
             if (entry := known.get(read.key)) is not None
             and entry.present
             and entry.digest != read.digest
-            and read.user is not None
+            and read.payload is not None
         ]
         stored = snap.current_payloads(self.conn, changed) if changed else {}
         for read in self.waiting:
