@@ -102,11 +102,14 @@ class SliceScanner:
         """The record at document ``offset`` to ``end`` holds ``newlines`` line ends, known
         from elsewhere: the lines after it are counted without reading it. Ignored once lines
         were counted into the record (its own line was asked for)."""
-        at = offset - self._base
-        if at < self._counted or end - self._base > len(self._buffer):
+        at, counted = offset - self._base, self._counted
+        if at < counted or end - self._base > len(self._buffer):
             return
-        self._count_to(at)
-        self._line += newlines
+        if at - counted < COUNT_STEP:  # what stands since the record before: a line end or so
+            self._line += self._buffer[counted:at].count(b"\n") + newlines
+        else:
+            self._count_to(at)
+            self._line += newlines
         self._counted = end - self._base
 
     def _count_to(self, at: int) -> None:
