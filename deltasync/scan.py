@@ -194,8 +194,6 @@ class _Pass:
         self.repaired: set[str] = set()
         self.folds: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {}
         """Non-ASCII IDs read in full: key → (match ID, where, other foldings)."""
-        self.sending: dict[str, str] = {}
-        """Match key → where, for records read in full that would be sent."""
         self.moves: set[str] = set()
         """Match keys of changed records whose only change is later dates."""
         self.cuts: set[str] = set()
@@ -412,7 +410,6 @@ class _Pass:
             self.failed[read.key] = HeldBack(named, _reason(blocking), (read.where,))
             add(Kind.HELD_BACK)
             return
-        self.sending[read.key] = read.where
         add(kind, read.payload, read.expiry)
 
     # -- after the pass -----------------------------------------------------------------------
@@ -423,7 +420,6 @@ class _Pass:
         self._ambiguous(held, source)
         for key in held:
             self.failed.pop(key, None)
-            self.sending.pop(key, None)
             self.moves.discard(key)
             self.cuts.discard(key)
         self.staging.hold(held)
@@ -643,8 +639,16 @@ class _Pass:
         involved = set(conflicts) | {o for found in conflicts.values() for _t, o, _h in found}
         before = snap.identifier_values_of(self.conn, self.feed_id, involved)
         names = self._match_ids(involved)
+        # Where each record that would be sent stands: from the staged rows, not kept in
+        # memory for every record (a first run sends them all).
+        sent_kinds = {kind.value for kind in SENT_KINDS}
+        sending_at = {
+            row.match_key: f"{row.source}, line {row.line}"
+            for row in self.staging.find(conflicts)
+            if row.kind in sent_kinds
+        }
         for key, found in conflicts.items():
-            sending = key in self.sending
+            sending = key in sending_at
             if not (sending or key in self.failed):
                 continue
             mine = before.get(key, set())
@@ -659,7 +663,7 @@ class _Pass:
             )
             if not lost:
                 continue
-            where = self.sending.get(key) or self.failed[key].where[0]
+            where = sending_at.get(key) or self.failed[key].where[0]
             source_name, line = _split(where)
             finding = Finding(
                 "identifier-taken",
@@ -674,7 +678,7 @@ class _Pass:
                 self.failed[key] = HeldBack(
                     shown(names.get(key, key)), _reason([finding]), (where,)
                 )
-                self.sending.pop(key, None)
+                sending_at.pop(key, None)
 
     def _match_ids(self, keys: set[str]) -> dict[str, str]:
         found = {row.match_key: row.match_id for row in self.staging.find(keys)}
