@@ -13,7 +13,9 @@ from helpers import invoke, run_json
 from sqlalchemy import Connection, inspect, text
 
 from deltasync.store import create_store_engine, open_store
+from deltasync.store.batches import Pending, PendingRows
 from deltasync.store.engine import HEAD_REVISION, alembic_config
+from deltasync.store.tables import chunks
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
@@ -249,3 +251,20 @@ def test_upgrade_to_0009_copies_each_current_kind(
             assert conn.execute(same).scalar_one() == 30
     finally:
         engine.dispose()
+
+
+def test_pending_rows_read_as_the_list_they_replace() -> None:
+    # Patrons to send are kept in arrays, not an object each; the build reads them as a list.
+    rows = PendingRows()
+    wanted = [Pending(100 + n, 500 + n, bytes([n]) * 16) for n in range(7)]
+    for row in wanted:
+        rows.append(row.patron_id, row.version_id, row.digest)
+    assert len(rows) == 7
+    assert list(rows) == wanted
+    assert rows[0] == wanted[0] and rows[-1] == wanted[-1]
+    assert rows[2:5] == wanted[2:5] and rows[5:100] == wanted[5:]
+    assert [list(part) for part in chunks(rows, 3)] == [wanted[0:3], wanted[3:6], wanted[6:]]
+    with pytest.raises(IndexError):
+        rows[7]
+    with pytest.raises(ValueError, match="digest of 8 bytes"):
+        rows.append(1, 2, b"12345678")

@@ -8,6 +8,7 @@ it if anything fails, so a file in the outbox always has its batch in the store.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def build(
     conn: Connection,
     feed: FeedConfig,
     feed_id: int,
-    rows: list[batches.Pending],
+    rows: Sequence[batches.Pending],
     now: dt.datetime,
     counts: Counts,
     departed_with_record: int,

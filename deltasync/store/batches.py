@@ -9,9 +9,10 @@ Alma holds), never backwards.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import (
     ColumnElement,
@@ -63,14 +64,55 @@ class BatchState:
     """Of the delta file as it was built: every upload is checked against it."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Pending:
     """A patron whose desired record Alma does not hold yet."""
 
     patron_id: int
-    match_key: str
     version_id: int
     digest: bytes
+
+
+DIGEST_BYTES = 16
+
+
+class PendingRows(Sequence[Pending]):
+    """Patrons to send, in match key order, kept in three arrays rather than as an object
+    each: a first run sends every patron, and a million objects took 266 MB (now 40)."""
+
+    def __init__(self) -> None:
+        self._patrons = array("q")
+        self._versions = array("q")
+        self._digests = bytearray()
+
+    def append(self, patron_id: int, version_id: int, digest: bytes) -> None:
+        if len(digest) != DIGEST_BYTES:
+            raise ValueError(f"a stored digest of {len(digest)} bytes (patron {patron_id})")
+        self._patrons.append(patron_id)
+        self._versions.append(version_id)
+        self._digests += digest
+
+    def __len__(self) -> int:
+        return len(self._patrons)
+
+    def _at(self, i: int) -> Pending:
+        start = i * DIGEST_BYTES
+        digest = bytes(self._digests[start : start + DIGEST_BYTES])
+        return Pending(self._patrons[i], self._versions[i], digest)
+
+    @overload
+    def __getitem__(self, index: int) -> Pending: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Pending]: ...
+
+    def __getitem__(self, index: int | slice) -> Pending | list[Pending]:
+        if isinstance(index, slice):
+            return [self._at(i) for i in range(*index.indices(len(self)))]
+        return self._at(range(len(self))[index])
+
+    def __iter__(self) -> Iterator[Pending]:
+        return (self._at(i) for i in range(len(self)))
 
 
 def listed(
@@ -263,7 +305,7 @@ def _unconfirmed() -> ColumnElement[bool]:
     return or_(p.confirmed_digest.is_(None), p.confirmed_digest != p.digest, once)
 
 
-def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> list[Pending]:
+def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> PendingRows:
     """Patrons to send: desired ≠ confirmed, unless Alma already has that record in hand.
 
     Left out: a patron in a picked-up, unresolved batch with the same record, and one whose
@@ -305,11 +347,14 @@ def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> 
         )
         condition = or_(differs, p.id.in_(carried))
     rows = conn.execute(
-        select(p.id, p.match_key, p.current_version_id, p.digest)
+        select(p.id, p.current_version_id, p.digest)
         .where(p.feed_id == feed_id, p.current_version_id.is_not(None), condition)
         .order_by(p.match_key)
     )
-    return [Pending(pid, key, int(vid), bytes(digest)) for pid, key, vid, digest in rows]
+    found = PendingRows()
+    for pid, vid, digest in rows:
+        found.append(int(pid), int(vid), bytes(digest))
+    return found
 
 
 def waiting(conn: Connection, feed_id: int) -> set[tuple[int, int]]:
@@ -326,7 +371,7 @@ def waiting(conn: Connection, feed_id: int) -> set[tuple[int, int]]:
     return {(int(pid), int(vid)) for pid, vid in rows}
 
 
-def add_members(conn: Connection, batch_id: int, rows: list[Pending]) -> None:
+def add_members(conn: Connection, batch_id: int, rows: Sequence[Pending]) -> None:
     """Record what a new batch carries, and link first-time versions to it."""
     for chunk in chunks(rows):
         bulk_insert(
