@@ -233,6 +233,7 @@ class _Pass:
             if counted is None:
                 return
             lines = self.lines[slot] = counted
+            assert record.raw_digest is not None  # it was found by it
             self.counted.add(patron, record.raw_digest, counted)
         record.pass_lines(lines)
 
@@ -374,7 +375,6 @@ class _Pass:
             expiry: dt.date | None = None,
             raw_digest: bytes | None = read.raw_digest,
         ) -> None:
-            raw_lines = read.raw_lines if raw_digest is not None else None
             self.staging.add(
                 match_key=read.key,
                 match_id=read.match_id,
@@ -384,7 +384,7 @@ class _Pass:
                 payload=payload,
                 expiry_date=expiry,
                 raw_digest=raw_digest,
-                raw_lines=raw_lines,
+                raw_lines=read.raw_lines,
                 source=read.source,
                 line=read.line,
                 fold_forms=read.fold_forms,

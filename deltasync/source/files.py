@@ -80,7 +80,7 @@ def in_background(work: Callable[[], T]) -> Callable[[], T]:
     block, so on a machine of two cores the run reads and diffs the file while the hash of the
     same file is worked out beside it (a third of a day-1 run's time before).
     """
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltasync-sha256")
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="deltasync")
     future = pool.submit(work)
     pool.shutdown(wait=False)
     return future.result

@@ -22,6 +22,7 @@ from ..checks.identifiers import value_hash
 from ..userxml import identifier_values, parse_payload
 from .feeds import FeedRow, record_settings
 from .tables import (
+    Digests,
     PatronState,
     chunks,
     driver_rows,
@@ -36,7 +37,6 @@ from .tables import (
 IDENTIFIER_INDEX = "v1"
 """The version of the identifier index; a feed whose index is older is indexed again."""
 PAGE = 5000
-RAW_DIGEST_BYTES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,14 +107,13 @@ class CountedLines:
 
     def __init__(self) -> None:
         self.patrons = array("q")
-        self.raw = bytearray()
+        self.raw = Digests()
         self.lines = array("l")
 
-    def add(self, patron: int, raw_digest: bytes | None, lines: int) -> None:
-        if raw_digest is not None and len(raw_digest) == RAW_DIGEST_BYTES:
-            self.patrons.append(patron)
-            self.raw += raw_digest
-            self.lines.append(lines)
+    def add(self, patron: int, raw_digest: bytes, lines: int) -> None:
+        self.raw.append(raw_digest)
+        self.patrons.append(patron)
+        self.lines.append(lines)
 
     def store(self, conn: Connection) -> None:
         """Write the counts, each only where the patron still has that raw digest."""
@@ -124,16 +123,11 @@ class CountedLines:
             .where(p.id == bindparam("pid"), p.raw_digest == bindparam("raw"))
             .values(raw_lines=bindparam("n"))
         )
-        size = RAW_DIGEST_BYTES
-        for start in range(0, len(self.patrons), PAGE):
+        total = len(self.patrons)
+        for start in range(0, total, PAGE):
             rows = [
-                {"pid": pid, "raw": bytes(self.raw[i * size : (i + 1) * size]), "n": n}
-                for i, pid, n in zip(
-                    range(start, start + PAGE),
-                    self.patrons[start : start + PAGE],
-                    self.lines[start : start + PAGE],
-                    strict=False,
-                )
+                {"pid": self.patrons[i], "raw": self.raw[i], "n": self.lines[i]}
+                for i in range(start, min(total, start + PAGE))
             ]
             conn.execute(statement, rows)
 
