@@ -158,8 +158,9 @@ class _Pass:
         self.low = low
         self.seen = bytearray(max(0, high - low + 1))
         """A byte per patron of the feed: how the extract held it (TIER1 | TIER2 flags)."""
-        self.raw_index: dict[bytes, int] = {}
-        """Raw digest → present patron (tier 1; empty when the stored ones cannot be used)."""
+        self.raw_index: dict[bytes | None, int] = {}
+        """Raw digest → present patron (tier 1; empty when the stored ones cannot be used).
+        Never None: a source's records without bytes look up None and find no one."""
         self.present = array("q")
         """Every present patron, and the fingerprint term of its digest at the same place:
         after the pass, the ones not seen are departures and the ones read only by their bytes
@@ -170,13 +171,17 @@ class _Pass:
         self.counted = snap.CountedLines()
         """Records read by their bytes whose line ends were not stored, counted."""
         use_raw = fast and setup.trusted_raw
-        for patron, digest, raw, lines in snap.present_patrons(conn, self.feed_id):
-            self.present.append(patron)
-            self.terms.append(term_of(digest))
-            if use_raw and raw is not None:
-                self.raw_index[raw] = patron
-                if lines is not None:
-                    self.lines[patron - low] = lines
+        for page in snap.present_patrons(conn, self.feed_id):
+            self.present.extend(page.ids)
+            self.terms.extend(map(term_of, page.digests))
+            if use_raw:
+                self.raw_index.update(zip(page.raw_digests, page.ids, strict=True))
+                for patron, raw, lines in zip(
+                    page.ids, page.raw_digests, page.raw_lines, strict=True
+                ):
+                    if lines is not None and raw is not None:
+                        self.lines[patron - low] = lines
+        self.raw_index.pop(None, None)  # patrons without a stored raw digest
         self.extra_tier1: dict[int, int] = defaultdict(int)
         """Patrons read unchanged more than once → how many more times."""
         self.repeats: dict[int, list[str]] = {}
@@ -203,16 +208,25 @@ class _Pass:
     # -- the pass -----------------------------------------------------------------------------
 
     def run(self, source: Source) -> Scanned:
-        index = self.raw_index
+        # Once per record, and most records are tier 1: everything at hand in locals, and
+        # the usual tier-1 record (first seen, its line ends stored) handled right here.
+        index, seen, low, lines = self.raw_index, self.seen, self.low, self.lines
+        read = 0
         for record in source.records(fast=self.fast):
-            self.read += 1
-            patron = index.get(record.raw_digest) if record.raw_digest is not None else None
+            read += 1
+            patron = index.get(record.raw_digest)  # None is never a key: not for a raw None
             if patron is not None:
-                self._tier1(patron, record)
+                slot = patron - low
+                if seen[slot] or lines[slot] < 0:
+                    self._tier1(patron, record)
+                else:
+                    seen[slot] = TIER1
+                    record.pass_lines(lines[slot])
                 continue
             self._tier2(record)
             if len(self.waiting) >= LOOKUP_BATCH:
                 self._classify()
+        self.read = read
         self._classify()
         self.staging.finish()
         return self._settle(source)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from lxml import etree
 
@@ -32,6 +31,8 @@ _NAME = re.compile(rb"[^\s/>]+")
 _BLANKS = (b" ", b"\t", b"\r", b"\n")
 _OPEN_ENDS = frozenset([b">", *_BLANKS])
 """What may follow ``<user`` in a record's start tag."""
+_OPEN_END_BYTES = frozenset(ord(c) for c in _OPEN_ENDS)
+"""The same, as the byte values indexing a buffer gives."""
 _MISC_PARSER = etree.XMLParser(resolve_entities=False, load_dtd=False, no_network=True)
 
 
@@ -57,12 +58,10 @@ class Prolog:
     """The encoding the XML declaration names, or None when it names none (UTF-8)."""
 
 
-class Slice(NamedTuple):
-    """One ``<user>…</user>`` of the document and the byte offset where it starts (a tuple:
-    the scanner makes one per record, and a tuple is made ten times faster than an object)."""
-
-    offset: int
-    raw: bytes
+Slice = tuple[int, bytes]
+"""One ``<user>…</user>`` of the document: the byte offset where it starts, and its bytes. A
+plain tuple: the scanner makes one per record, and a named tuple's constructor is a Python
+call (of a day-1 run's 5.2 s at 100,000 patrons, 0.1 s went to making them)."""
 
 
 class SliceScanner:
@@ -174,22 +173,23 @@ class SliceScanner:
                     continue
                 end += len(USER_END)
                 base = self._base
-                yield Slice(base + lt, buffer[lt:end])
+                yield (base + lt, buffer[lt:end])
                 pos = end
                 # The usual document: record after record, whitespace between them. Anything
                 # else (the end of the buffer, a comment, the root's end tag) takes the way
-                # above, which checks all of it.
+                # above, which checks all of it. Once per record: every name a local.
+                find, opens, blank, size = buffer.find, _OPEN_END_BYTES, WHITESPACE, len(buffer)
                 while True:
-                    lt = buffer.find(b"<user", pos)
-                    end = buffer.find(USER_END, lt + 5) if lt >= 0 else -1
-                    if (
-                        end < 0
-                        or buffer[lt + 5 : lt + 6] not in _OPEN_ENDS
-                        or (lt > pos and buffer[pos:lt].strip(WHITESPACE))
-                    ):
+                    lt = find(b"<user", pos)
+                    if lt < 0 or lt + 5 >= size or buffer[lt + 5] not in opens:
                         break
-                    end += len(USER_END)
-                    yield Slice(base + lt, buffer[lt:end])
+                    if lt > pos and buffer[pos:lt].strip(blank):
+                        break
+                    end = find(USER_END, lt + 5)
+                    if end < 0:
+                        break
+                    end += 7  # len(USER_END)
+                    yield (base + lt, buffer[lt:end])
                     pos = end
             elif head[:4] == b"<!--" or head[:2] == b"<?":
                 comment = head[:4] == b"<!--"

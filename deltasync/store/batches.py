@@ -340,10 +340,16 @@ def pending(conn: Connection, feed_id: int, *, since_seq: int | None = None) -> 
             .where(b.feed_id == feed_id, b.seq >= since_seq)
         )
         condition = or_(differs, p.id.in_(carried))
+    # On SQLite, ordering by the column itself makes the planner walk the (feed, match key)
+    # index and fetch every patron's row out of order to test the condition: 0.23 s of a
+    # day-1 run at 100,000 patrons, for the 1 % that qualify. By an expression equal to it
+    # (the same collation), the table is scanned in order and only those found are sorted:
+    # 0.05 s.
+    order = p.match_key.concat("") if conn.dialect.name == "sqlite" else p.match_key
     rows = conn.execute(
         select(p.id, p.current_version_id, p.digest)
         .where(p.feed_id == feed_id, p.current_version_id.is_not(None), condition)
-        .order_by(p.match_key)
+        .order_by(order)
     )
     found = PendingRows()
     for pid, vid, digest in rows:

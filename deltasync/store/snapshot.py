@@ -12,7 +12,7 @@ from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lxml import etree
 from sqlalchemy import Connection, bindparam, func, insert, select, update
@@ -25,7 +25,7 @@ from .tables import (
     Digests,
     PatronState,
     chunks,
-    driver_rows,
+    driver_pages,
     extract_t,
     feed_t,
     identifier_t,
@@ -86,18 +86,32 @@ def _decode_folds(text: str) -> tuple[tuple[str, str], ...]:
 # -- for the pass ----------------------------------------------------------------------------
 
 
-def present_patrons(
-    conn: Connection, feed_id: int
-) -> Iterator[tuple[int, bytes, bytes | None, int | None]]:
-    """``(patron id, digest, raw digest, raw lines)`` of every present patron: what a pass
-    needs to know of each before it reads a record (one query; the driver's rows, a page at a
-    time)."""
+def present_patrons(conn: Connection, feed_id: int) -> Iterator[PresentPage]:
+    """What a pass needs to know of every present patron before it reads a record, a page at
+    a time (one query; the driver's rows). Columns, not rows: a pass takes each column of a
+    page whole into its arrays and index, not value by value (0.2 s of a day-1 run at
+    100,000 patrons went to unpacking rows one at a time)."""
     p = patron_t.c
     query = select(p.id, p.digest, p.raw_digest, p.raw_lines).where(
         p.feed_id == feed_id, p.state == PatronState.PRESENT
     )
-    for pid, digest, raw, lines in driver_rows(conn, query):
-        yield pid, bytes(digest), None if raw is None else bytes(raw), lines
+    for page in driver_pages(conn, query):
+        ids, digests, raws, lines = zip(*page, strict=True)
+        if not isinstance(digests[0], bytes):  # a driver that gives buffers (memoryview)
+            digests = tuple(bytes(d) for d in digests)
+            raws = tuple(None if r is None else bytes(r) for r in raws)
+        yield PresentPage(ids, digests, raws, lines)
+
+
+class PresentPage(NamedTuple):
+    """Present patrons, as columns: ``ids[i]`` has digest ``digests[i]``, and so on."""
+
+    ids: tuple[int, ...]
+    digests: tuple[bytes, ...]
+    raw_digests: tuple[bytes | None, ...]
+    """None: a patron whose raw digest was not stored (read in full every day until it is)."""
+    raw_lines: tuple[int | None, ...]
+    """The line ends of the raw bytes (None: not stored)."""
 
 
 class CountedLines:

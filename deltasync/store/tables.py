@@ -57,7 +57,7 @@ T = TypeVar("T")
 CHUNK = 1000
 """Rows per statement where a list of ids goes into ``IN (…)`` or a parameter list."""
 PAGE = 10_000
-"""Rows fetched at a time by :func:`driver_rows`: memory stays flat however many match."""
+"""Rows fetched at a time by :func:`driver_pages`: memory stays flat however many match."""
 
 
 DIGEST_BYTES = 16
@@ -117,9 +117,9 @@ def bulk_insert(
     conn.exec_driver_sql(sql, params)
 
 
-def driver_rows(conn: Connection, query: Select[Any]) -> Iterator[tuple[Any, ...]]:
-    """The rows of ``query`` as the driver's own tuples, a page at a time, in the
-    connection's transaction.
+def driver_pages(conn: Connection, query: Select[Any]) -> Iterator[Sequence[Any]]:
+    """The rows of ``query`` as the driver's own tuples, a page (:data:`PAGE` rows) at a
+    time, in the connection's transaction.
 
     For the few queries that read a row of every patron of a feed: building SQLAlchemy's row
     objects took twice as long as the database (100,000 present patrons at the start of a
@@ -137,7 +137,7 @@ def driver_rows(conn: Connection, query: Select[Any]) -> Iterator[tuple[Any, ...
     try:
         cursor.execute(str(compiled), params)
         while page := cursor.fetchmany(PAGE):
-            yield from page
+            yield page
     finally:
         cursor.close()
 
