@@ -21,9 +21,11 @@ reading every record in full: slower, never different.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from array import array
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
@@ -135,13 +137,28 @@ class _Read:
 def scan(conn: Connection, setup: ScanSetup, source: Source, staging: Staging) -> Scanned:
     """Read every record of ``source`` once (twice if the fast reader steps aside), staging
     what it reads in full in ``staging``."""
+    with _frozen_heap():
+        try:
+            return _Pass(conn, setup, staging, fast=True).run(source)
+        except StepAside as aside:
+            staging.clear()
+            read_in_full = _Pass(conn, setup, staging, fast=False).run(source)
+            read_in_full.stepped_aside = str(aside)
+            return read_in_full
+
+
+@contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """The objects that exist before the pass (modules, SQLAlchemy's, the configuration) kept
+    out of the collector's way while it runs: the pass makes objects per record, and every
+    full collection walked all of them again. Measured on a day 1 at 100,000 patrons, six
+    runs each: 3.43 s of CPU on average, 3.21 s frozen. They are given back to the collector
+    after, so nothing stays frozen in a program that uses the library."""
+    gc.freeze()
     try:
-        return _Pass(conn, setup, staging, fast=True).run(source)
-    except StepAside as aside:
-        staging.clear()
-        read_in_full = _Pass(conn, setup, staging, fast=False).run(source)
-        read_in_full.stepped_aside = str(aside)
-        return read_in_full
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class _Pass:
