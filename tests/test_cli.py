@@ -308,3 +308,49 @@ def test_progress_bar_on_a_terminal(
     assert b"100%" in seen
     piped = subprocess.run(command, capture_output=True, timeout=120)
     assert piped.returncode == 0 and piped.stderr == b""
+
+
+START_UP = """
+import gc, sys
+
+seen = {}
+
+
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "deltasync.cli.daily":
+            seen[name] = gc.isenabled()
+
+
+sys.meta_path.insert(0, Watch())
+import deltasync.cli
+from deltasync.cli import cli  # the group, as a program would import it
+
+assert gc.isenabled(), "importing the CLI stopped the collector"
+sys.argv = ["deltasync", "--config", sys.argv[1], "run", "--help"]
+try:
+    deltasync.cli.main()
+except SystemExit:
+    pass
+print("collector:", seen.get("deltasync.cli.daily"), gc.isenabled(), gc.get_freeze_count() > 0)
+"""
+
+
+def test_start_up_holds_the_collector_while_the_command_imports_and_only_then(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "config.toml"
+    config.write_text('[feeds.patrons]\noutbox = "outbox"\n')
+    done = subprocess.run(
+        [sys.executable, "-c", START_UP, str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    # The command's module came in with the collector held; after it, collecting resumed,
+    # with what start-up made frozen out of the way.
+    assert done.stdout.splitlines()[-1] == "collector: False True True", done.stderr

@@ -11,11 +11,31 @@ imports.
 
 from __future__ import annotations
 
-from .app import cli
+from typing import TYPE_CHECKING, Any
+
+from . import startup
+
+if TYPE_CHECKING:
+    from .app import cli
 
 __all__ = ["cli", "main"]
 
 
 def main() -> None:
     """Entry point of the ``deltasync`` console script."""
-    cli(prog_name="deltasync")
+    startup.hold()  # before the first heavy import (see startup)
+    try:
+        from .app import cli
+
+        cli(prog_name="deltasync")
+    finally:
+        startup.release()
+
+
+def __getattr__(name: str) -> Any:
+    # ``cli`` is imported when asked for, so that main() runs before the imports it pays for.
+    if name == "cli":
+        from .app import cli
+
+        return cli
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

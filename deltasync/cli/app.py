@@ -24,7 +24,7 @@ import click
 from ..config import Config, FeedConfig, load, locate
 from ..errors import DeltasyncError, GuardRefused
 from ..store import Store, open_store
-from . import logs
+from . import logs, startup
 
 EXIT_GUARD = 3
 EXIT_ATTENTION = 4
@@ -187,6 +187,7 @@ class LazyGroup(click.Group):
         modules = [m for m, names in COMMANDS.items() if cmd_name in names] or list(COMMANDS)
         for module in modules:
             importlib.import_module(f".{module}", __package__)
+        startup.release()  # the command's modules are in: start-up is over
         return super().get_command(ctx, cmd_name)
 
 
