@@ -31,6 +31,7 @@ from functools import partial
 from typing import Any
 
 import xxhash
+from lxml import etree
 from sqlalchemy import Connection
 
 from .canonical import Recipe
@@ -124,7 +125,11 @@ class _Read:
     match_id: str
     key: str
     digest: bytes
-    payload: bytes | None
+    made: bytes | etree._Element | None
+    """The canonical payload, or the element to make it from once it is wanted: most
+    records read in full on a day after the first are found unchanged, and need none (on a
+    day that re-indents every record, a tenth of the pass went into payloads thrown away).
+    None for a pass that keeps nothing."""
     expiry: dt.date | None
     findings: Callable[[], list[Finding]]
     """The record's checks, run only for a record about to be sent: one spelled anew, or
@@ -132,6 +137,14 @@ class _Read:
     identifiers: list[tuple[str, int]]
     fold_forms: str | None
     repaired: bool
+
+    def payload(self, recipe: Recipe) -> bytes | None:
+        """The record in canonical form (made on first asking)."""
+        made = self.made
+        if made is None or isinstance(made, bytes):
+            return made
+        self.made = payload = recipe.payload(made)
+        return payload
 
 
 def scan(conn: Connection, setup: ScanSetup, source: Source, staging: Staging) -> Scanned:
@@ -318,7 +331,7 @@ class _Pass:
                 match_id,
                 key,
                 self.setup.recipe.digest(user),
-                self.setup.recipe.payload(user) if self.setup.keep_payloads else None,
+                self._kept(user),
                 expiry,
                 partial(_findings, made, self.checker, inspection),
                 [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
@@ -326,6 +339,14 @@ class _Pass:
                 repaired,
             )
         )
+
+    def _kept(self, user: etree._Element) -> bytes | etree._Element | None:
+        """What a read record keeps to make its payload from: the element itself while the
+        fast reader parsed it on its own, its payload at once from the full parse, which
+        clears each element once the next is read."""
+        if not self.setup.keep_payloads:
+            return None
+        return user if self.fast else self.setup.recipe.payload(user)
 
     def _too_long(self, match_id: str, record: Record, findings: list[Finding]) -> None:
         """A match ID longer than Alma takes: the record cannot be a patron, nor be stored."""
@@ -354,7 +375,7 @@ class _Pass:
             if (entry := known.get(read.key)) is not None
             and entry.present
             and entry.digest != read.digest
-            and read.payload is not None
+            and read.made is not None
         ]
         stored = snap.current_payloads(self.conn, changed) if changed else {}
         for read in self.waiting:
@@ -364,9 +385,9 @@ class _Pass:
     def _dates(self, read: _Read, stored: bytes | None) -> Kind | str:
         """A changed record's kind by how its dates moved: a later date alone waits for
         renewal (with ``renew_within_days``) or is an expiry move; earlier is a cut."""
-        if stored is None or read.payload is None:
+        if stored is None or read.made is None:
             return Kind.CHANGED
-        moved = compare_dates(self.setup.recipe, read.payload, stored)
+        moved = compare_dates(self.setup.recipe, read.made, stored)
         if moved.earlier:
             self.cuts.add(read.key)
         if not moved.later_only:
@@ -428,7 +449,7 @@ class _Pass:
         if kind == DATES_LATER:
             # Not a change: the stored record (and its raw digest) stands, so this one is read
             # in full again tomorrow; it is kept at hand in case it is renewed today.
-            add(kind, read.payload, read.expiry)
+            add(kind, read.payload(self.setup.recipe), read.expiry)
             return
         named = shown(read.match_id)
         findings = [replace(f, match_id=named) for f in read.findings()]
@@ -441,7 +462,7 @@ class _Pass:
             self.failed[read.key] = HeldBack(named, _reason(blocking), (read.where,))
             add(Kind.HELD_BACK)
             return
-        add(kind, read.payload, read.expiry)
+        add(kind, read.payload(self.setup.recipe), read.expiry)
 
     # -- after the pass -----------------------------------------------------------------------
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lxml import etree
+
 from ..canonical import DATES, Recipe
 from ..userxml import parse_alma_date, parse_payload
 
@@ -19,9 +21,11 @@ class DateMove:
     rollover)."""
 
 
-def compare(recipe: Recipe, new_payload: bytes, old_payload: bytes) -> DateMove:
-    """Compare a record with the stored one it replaces, field-wise for the dates."""
-    new, old = parse_payload(new_payload), parse_payload(old_payload)
+def compare(recipe: Recipe, new_record: bytes | etree._Element, old_payload: bytes) -> DateMove:
+    """Compare a record (its payload, or its element: left as it is) with the stored one it
+    replaces, field-wise for the dates."""
+    new = parse_payload(new_record) if isinstance(new_record, bytes) else new_record
+    old = parse_payload(old_payload)
     same = True
     earlier = later = False
     for name in DATES:
