@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
 from . import extract_order, retention
-from .alma_api import AlmaJobs
 from .canonical import Recipe
 from .checks import Policy, Report
 from .config import AlmaApiConfig, Config, FeedConfig
@@ -38,6 +37,9 @@ from .store import Store, batches, extracts, feeds, runs
 from .store import snapshot as snap
 from .store.feeds import FeedRow
 from .store.lock import feed_lock
+
+if TYPE_CHECKING:
+    from .alma_api import AlmaJobs
 
 __all__ = ["STEPS", "BatchInfo", "Checkpoint", "RunResult", "baseline", "replay", "run"]
 

@@ -18,12 +18,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
 from . import recovery
-from .alma_api import FAILED as RUN_FAILED
-from .alma_api import WITH_ERRORS, AlmaApiError, AlmaJobs
 from .config import AlmaApiConfig, FeedConfig
 from .delivery import HANDLED_SUFFIX, RemoteFile, Transport, open_transport, withdrawn_name
 from .delivery.fenced import FencedTransport
@@ -38,6 +37,9 @@ from .errors import (
 )
 from .store import Store, batches
 from .store.tables import OPEN, BatchStatus
+
+if TYPE_CHECKING:
+    from .alma_api import AlmaJobs  # imported where a feed confirms by Alma's API
 
 MAX_WAITING_ZIPS = 20
 """Alma reads at most 20 zip files per run; never leave more waiting."""
@@ -78,6 +80,8 @@ class Ledger:
                 raise ConfigError(
                     f"feed {feed.name!r}: confirm = 'alma-api' needs [alma] and job_id"
                 )
+            from .alma_api import AlmaJobs  # only a feed confirmed by Alma's API needs it
+
             self.jobs = AlmaJobs(alma, self.delivery.job_id)
         self.report = LedgerReport()
         self.remote_failed = False
@@ -178,6 +182,8 @@ class Ledger:
         if self.delivery.confirm == "manual":
             return
         assert self.jobs is not None
+        from .alma_api import AlmaApiError
+
         try:
             self._confirm_from_job(conn, batch, now)
         except AlmaApiError as exc:
@@ -188,6 +194,9 @@ class Ledger:
         self, conn: Connection, batch: batches.BatchState, now: dt.datetime
     ) -> None:
         assert self.jobs is not None
+        from .alma_api import FAILED as RUN_FAILED
+        from .alma_api import WITH_ERRORS
+
         since = batch.uploaded_at or batch.created_at
         # The run that picked the file up is the first one after the upload that took files:
         # a run that failed outright, or found no files, did not. deltasync never leaves more

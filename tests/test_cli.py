@@ -354,3 +354,58 @@ def test_start_up_holds_the_collector_while_the_command_imports_and_only_then(
     # The command's module came in with the collector held; after it, collecting resumed,
     # with what start-up made frozen out of the way.
     assert done.stdout.splitlines()[-1] == "collector: False True True", done.stderr
+
+
+RUN_IMPORTS = """
+import sys
+
+import deltasync.cli
+
+unwanted = set(sys.argv[3:])
+sys.argv = ["deltasync", "--config", sys.argv[1], "run", sys.argv[2]]
+try:
+    deltasync.cli.main()
+except SystemExit as exc:
+    assert exc.code in (0, None), exc.code
+print("imported:", " ".join(sorted(m for m in sys.modules if m in unwanted)))
+"""
+NOT_FOR_A_PLAIN_RUN = (
+    "urllib.request",  # webhook notices, Alma's API
+    "smtplib",  # e-mail notices
+    "tenacity",  # Alma's API
+    "deltasync.alma_api",
+    "deltasync.metrics",  # metrics_file
+    "deltasync.audit.health",
+    "deltasync.report.html",  # report_html
+    "deltasync.report.period",
+    "paramiko",  # [delivery] over SFTP
+)
+
+
+def test_a_run_without_notices_reports_or_delivery_imports_none_of_them(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from helpers import record, users, write
+
+    config = tmp_path / "config.toml"
+    config.write_text('[feeds.patrons]\noutbox = "outbox"\n')
+    extract = write(tmp_path, "patrons.xml", users(record("S1"), record("S2")))
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_IMPORTS, str(config), str(extract), *NOT_FOR_A_PLAIN_RUN],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert done.stdout.splitlines()[-1] == "imported: ", done.stdout
+    # The probe itself sees what a run does import.
+    probe = subprocess.run(
+        [sys.executable, "-c", RUN_IMPORTS, str(config), str(extract), "lxml", "sqlalchemy"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert probe.stdout.splitlines()[-1] == "imported: lxml sqlalchemy", probe.stdout
+    assert list((tmp_path / "outbox").glob("*.zip")), "the run sent nothing"

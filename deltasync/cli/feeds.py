@@ -6,20 +6,24 @@ import datetime as dt
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 
-from .. import metrics
-from ..audit import health
 from ..errors import DeltasyncError
 from ..store import Store
 from .app import EXIT_ATTENTION, AppContext
+
+if TYPE_CHECKING:
+    from ..audit import health
 
 COLUMNS = ("FEED", "LAST RUN", "EXTRACT", "IN FLIGHT", "FAILED", "HELD", "REJECTED", "NEXT")
 
 
 def status_all(app: AppContext, *, as_json: bool) -> None:
     """Print one row per configured feed; exit 4 when any needs attention."""
+    from ..audit import health
+
     now = dt.datetime.now(dt.UTC)
     with app.store() as store:
         found = health.collect(store, list(app.config.feeds.values()), now)
@@ -93,6 +97,10 @@ def write_metrics(
     path = app.config.metrics_file
     if path is None:
         return
+    # Imported here: every run comes through this, and most write no metrics file.
+    from .. import metrics
+    from ..audit import health
+
     try:
         if found is None:
             found = health.collect(store, list(app.config.feeds.values()), now)

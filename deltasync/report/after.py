@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import Config, FeedConfig
 from ..errors import DeltasyncError
 from ..store import Store
-from . import html, log, notify, period
+from . import log, notify
 from .run import RunReport
 
 logger = logging.getLogger("deltasync.report")
@@ -62,6 +62,11 @@ def write_reports(store: Store, config: Config, feed: FeedConfig, *, now: dt.dat
         pages.append((feed.report_html, [feed]))
     if config.report_html is not None:
         pages.append((config.report_html, list(config.feeds.values())))
+    if not pages:
+        return []
+    # Imported here: most runs write no page, and these take a while to import.
+    from . import html, period
+
     problems: list[str] = []
     for path, feeds in pages:
         try:

@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import json
 import logging
-import smtplib
 import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..redact import redact
-from . import mail
 from .run import RunReport
 from .settings import EmailSettings, NotifySettings, WebhookSettings
+
+# smtplib, urllib.request and the message's template are imported by the channel that uses
+# them: every run comes through here, and most have no notice to send.
+if TYPE_CHECKING:
+    import smtplib
+    import urllib.request
 
 ATTEMPTS = 2
 RETRY_PAUSE = 2.0
@@ -96,6 +99,10 @@ def _twice(channel: Callable[[], str]) -> str:
 
 def send_email(report: RunReport, settings: EmailSettings) -> str:
     """Send the e-mail once; what was sent, or :class:`_Failure`."""
+    import smtplib
+
+    from . import mail
+
     try:
         credentials = settings.credentials()
         context = ssl.create_default_context(
@@ -148,6 +155,8 @@ def send_email(report: RunReport, settings: EmailSettings) -> str:
 
 
 def _starttls(smtp: smtplib.SMTP, context: ssl.SSLContext) -> None:
+    import smtplib
+
     try:
         smtp.starttls(context=context)
     except smtplib.SMTPNotSupportedError as exc:
@@ -158,6 +167,8 @@ def _starttls(smtp: smtplib.SMTP, context: ssl.SSLContext) -> None:
 
 
 def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    import smtplib
+
     try:
         smtp.login(user, password)
     except smtplib.SMTPNotSupportedError as exc:
@@ -169,6 +180,9 @@ def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
 
 def post_webhook(report: RunReport, settings: WebhookSettings) -> str:
     """Post the run's JSON once; what was sent, or :class:`_Failure`."""
+    import urllib.error
+    import urllib.request
+
     try:
         url = settings.target()
     except ConfigError as exc:
@@ -180,7 +194,7 @@ def post_webhook(report: RunReport, settings: WebhookSettings) -> str:
         method="POST",
         headers={"Content-Type": "application/json; charset=utf-8", "User-Agent": "deltasync"},
     )
-    opener = urllib.request.build_opener(_NoRedirects())
+    opener = urllib.request.build_opener(_no_redirects()())
     where = settings.describe()
     try:
         with opener.open(request, timeout=settings.timeout) as response:
@@ -217,9 +231,16 @@ def webhook_text(report: RunReport) -> str:
     return text if len(text) <= TEXT_LIMIT else text[: TEXT_LIMIT - 1] + "…"
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # urllib then raises HTTPError for the 3xx: reported, not followed
+@cache
+def _no_redirects() -> type[urllib.request.HTTPRedirectHandler]:
+    """A redirect handler that follows none (a class made once urllib is imported)."""
+    import urllib.request
+
+    class NoRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # urllib then raises HTTPError for the 3xx: reported, not followed
+
+    return NoRedirects
 
 
 def _refusals(recipients: dict[str, tuple[int, bytes]]) -> str:

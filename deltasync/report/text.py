@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
+from typing import TYPE_CHECKING
 
 from ..checks.findings import summary_lines
 from ..job import RunResult
 from .jinja import local_time
-from .period import KINDS, FeedReport
 from .run import RunReport
+
+if TYPE_CHECKING:
+    from .period import FeedReport  # only ``report`` prints one: imported by it
 
 RUN_DETAILS = 50
 """Findings listed one by one in ``run``'s text output; ``--json`` and ``check`` list more."""
@@ -134,6 +137,8 @@ def period_lines(report: FeedReport) -> list[str]:
     for b in s.in_flight:
         out.append(f"  in flight: batch {b.seq} {b.status} since {local_time(b.since, tz)}")
     out += [f"  ATTENTION: {reason}" for reason in s.attention]
+    from .period import KINDS
+
     days = [d for d in report.daily if d.extracts]
     sums = {kind: sum(d.count(kind) for d in days) for kind in KINDS}
     states = Counter(b.status for b in report.batches)
