@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 from lxml import etree
 
@@ -14,6 +15,27 @@ Parse = Callable[["Record"], etree._Element]
 Locate = Callable[[int], int]
 Passed = Callable[[int, int, int], None]
 """Told ``(offset, end, line ends)`` of a record read by its bytes whose line ends are known."""
+
+
+class Document(Protocol):
+    """One document of a source that cuts its input into slices (see :data:`Slice`)."""
+
+    def record(self, offset: int, raw: bytes, raw_digest: bytes) -> Record:
+        """The record of the slice at ``offset``, to be asked for only while the source is
+        at that slice."""
+        ...
+
+    def passed(self, offset: int, end: int, newlines: int) -> None:
+        """The slice from ``offset`` to ``end`` was read by its digest alone, and holds
+        ``newlines`` line ends: the lines after it are numbered without reading it."""
+        ...
+
+
+Slice = tuple[bytes, int, bytes, Document]
+"""``(raw digest, offset, raw bytes, document)``: a record before it is made one. A source
+that can cut its input cheaply offers them (``slices()``) besides its records: most records
+of a day are only looked up by their digest, and making each a :class:`Record` cost as much
+as cutting and hashing it."""
 
 
 class Record:

@@ -27,7 +27,7 @@ from lxml import etree
 from ..userxml import SAFE_PARSING, mark_forbidden, strip_formatting
 from .files import Container, Progress, container, open_member, open_zip, zip_documents
 from .fullparse import read_records
-from .record import Record
+from .record import Record, Slice
 from .scanner import Prolog, SliceScanner, StepAside
 
 CHUNK = 1 << 23
@@ -77,9 +77,16 @@ class XmlExtract:
         :class:`~deltasync.errors.ExtractError` for a file that is broken.
         """
         if fast:
-            yield from self._fast()
+            for raw_digest, offset, raw, document in self.slices():
+                yield document.record(offset, raw, raw_digest)
         else:
             yield from read_records(self.path, self.progress, self.encoding)
+
+    def slices(self) -> Iterator[Slice]:
+        """The fast reading as slices, ``(raw digest, offset, raw, document)``: a record is
+        made (:meth:`_Document.record`) only for a slice that needs more than its digest.
+        Raises :class:`StepAside` as ``records`` does."""
+        yield from self._fast()
 
     def locate(self, raw_digests: set[bytes]) -> dict[bytes, list[str]]:
         """Where (``file, line N``) every record with one of these raw digests stands: the
@@ -87,14 +94,14 @@ class XmlExtract:
         found: dict[bytes, list[str]] = defaultdict(list)
         saved, self.progress = self.progress, None
         try:
-            for record in self._fast():
-                if record.raw_digest in raw_digests:
-                    found[record.raw_digest].append(record.where)
+            for raw_digest, offset, raw, document in self._fast():
+                if raw_digest in raw_digests:
+                    found[raw_digest].append(document.record(offset, raw, raw_digest).where)
         finally:
             self.progress = saved
         return found
 
-    def _fast(self) -> Iterator[Record]:
+    def _fast(self) -> Iterator[Slice]:
         with ExitStack() as stack:
             try:
                 raw = stack.enter_context(self.path.open("rb"))
@@ -132,7 +139,7 @@ class XmlExtract:
         chunks: Chunks,
         position: Callable[[], int] | None,
         release: Callable[[int], None] | None = None,
-    ) -> Iterator[Record]:
+    ) -> Iterator[Slice]:
         scanner = SliceScanner(cast(Iterable[bytes], chunks))
         slices = scanner.slices()
         first = next(slices, None)
@@ -140,24 +147,14 @@ class XmlExtract:
             raise StepAside("the document holds no <user> records", 0)
         assert scanner.prolog is not None
         reader = _SliceReader(self, scanner.prolog, scanner.line_of)
+        document = _Document(source, number, reader, scanner, None if self.utf8 else False)
         # Once per record, and most records are only hashed: everything at hand in locals.
-        seed, parse, locate, passed = reader.seed, reader.parse, scanner.line_of, scanner.passed
-        plain = None if self.utf8 else False
+        seed = reader.seed
         hashed = xxhash.xxh3_128_digest
         progress = self.progress
         released = reported = 0
         for offset, raw in itertools.chain([first], slices):
-            yield Record(
-                source,
-                raw=raw,
-                raw_digest=hashed(raw, seed=seed),
-                document=number,
-                offset=offset,
-                parse=parse,
-                locate=locate,
-                plain=plain,
-                passed=passed,
-            )
+            yield hashed(raw, seed=seed), offset, raw, document
             if release is not None and offset - released >= RELEASE_BYTES:
                 released = offset
                 release(released)
@@ -181,6 +178,42 @@ def _releaser(mapped: mmap.mmap) -> Callable[[int], None] | None:
             mapped.madvise(advice, 0, length)
 
     return release
+
+
+class _Document:
+    """One document of an extract as the fast reader cuts it: makes the record of a slice."""
+
+    __slots__ = ("locate", "number", "parse", "passed", "plain", "source")
+
+    def __init__(
+        self,
+        source: str,
+        number: int,
+        reader: _SliceReader,
+        scanner: SliceScanner,
+        plain: bool | None,
+    ) -> None:
+        self.source = source
+        self.number = number
+        self.parse = reader.parse
+        self.locate = scanner.line_of
+        self.passed = scanner.passed
+        """Told ``(offset, end, line ends)`` of a slice read by its digest alone."""
+        self.plain = plain
+
+    def record(self, offset: int, raw: bytes, raw_digest: bytes) -> Record:
+        """The record of the slice at ``offset`` (only while the reader is at it)."""
+        return Record(
+            self.source,
+            raw=raw,
+            raw_digest=raw_digest,
+            document=self.number,
+            offset=offset,
+            parse=self.parse,
+            locate=self.locate,
+            plain=self.plain,
+            passed=self.passed,
+        )
 
 
 class _SliceReader:
