@@ -12,6 +12,9 @@ those in: fingerprints made under different recipes never compare equal.
 
 from __future__ import annotations
 
+import sys
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import xxhash
@@ -23,6 +26,23 @@ SCHEME = "terms40"
 def term_of(digest: bytes) -> int:
     """A record's term: the first 40 bits of its digest."""
     return int.from_bytes(digest[:5], "big")
+
+
+LEAD_SHIFT = 24
+"""A digest's lead (:func:`leads_of`) shifted right by this is its term."""
+
+
+def leads_of(digests: Sequence[bytes]) -> array[int]:
+    """The first 64 bits of each of many 16-byte digests, in one step instead of a call
+    each (the terms of 100,000 present patrons took 40-70 ms one by one): a digest's term is
+    its lead shifted right by :data:`LEAD_SHIFT`."""
+    joined = b"".join(digests)
+    if len(joined) != 16 * len(digests):  # not all 16 bytes long: one at a time
+        return array("Q", (term_of(d) << LEAD_SHIFT for d in digests))
+    halves = array("Q", joined)
+    if sys.byteorder == "little":
+        halves.byteswap()  # the digest's bytes read as a big-endian number, as term_of does
+    return halves[::2]
 
 
 @dataclass

@@ -41,7 +41,7 @@ from .checks.identifiers import value_hash
 from .checks.record import RecordChecker
 from .checks.settings import CheckSettings
 from .diff import DATES_LATER, SENT_KINDS, Counts, HeldBack, Kind
-from .fingerprint import ContentFingerprint, term_of
+from .fingerprint import LEAD_SHIFT, ContentFingerprint, leads_of, term_of
 from .matchid import MAX_LENGTH, MatchIdRule, shown
 from .policy.dates import compare as compare_dates
 from .policy.rules import apply_rules
@@ -189,28 +189,24 @@ class _Pass:
         self.seen = bytearray(max(0, high - low + 1))
         """A byte per patron of the feed: how the extract held it (TIER1 | TIER2 flags)."""
         self.raw_index: dict[bytes | None, int] = {}
-        """Raw digest → present patron (tier 1; empty when the stored ones cannot be used).
-        Never None: a source's records without bytes look up None and find no one."""
+        """Raw digest → present patron, keyed with the line ends of those bytes
+        (:func:`~deltasync.store.snapshot.keyed_patron`; tier 1; empty when the stored ones
+        cannot be used). Never None: a source's records without bytes look up None and find
+        no one."""
         self.present = array("q")
         """Every present patron, and the fingerprint term of its digest at the same place:
         after the pass, the ones not seen are departures and the ones read only by their bytes
         count toward the fingerprint. Arrays: eight bytes a patron."""
         self.terms = array("Q")
-        self.lines = array("l", [-1]) * len(self.seen)
-        """Per patron: the line ends of its raw bytes (-1: not known)."""
+        """(As leads: :func:`~deltasync.fingerprint.leads_of`.)"""
         self.counted = snap.CountedLines()
         """Records read by their bytes whose line ends were not stored, counted."""
         use_raw = fast and setup.trusted_raw
         for page in snap.present_patrons(conn, self.feed_id):
             self.present.extend(page.ids)
-            self.terms.extend(map(term_of, page.digests))
+            self.terms.extend(leads_of(page.digests))
             if use_raw:
-                self.raw_index.update(zip(page.raw_digests, page.ids, strict=True))
-                for patron, raw, lines in zip(
-                    page.ids, page.raw_digests, page.raw_lines, strict=True
-                ):
-                    if lines is not None and raw is not None:
-                        self.lines[patron - low] = lines
+                self.raw_index.update(zip(page.raw_digests, page.keyed, strict=True))
         self.raw_index.pop(None, None)  # patrons without a stored raw digest
         self.extra_tier1: dict[int, int] = defaultdict(int)
         """Patrons read unchanged more than once → how many more times."""
@@ -253,18 +249,19 @@ class _Pass:
     def _slices(self, slices: Iterator[Slice]) -> int:
         """Read a source's slices: a record is made of one only when its digest is not
         enough (a day-1 run at 100,000 patrons made 100,000 records to look up 1,000)."""
-        index, seen, low, lines = self.raw_index, self.seen, self.low, self.lines
+        index, seen, low, unit = self.raw_index, self.seen, self.low, snap.LINES_UNIT
+        ids, bits = unit - 1, snap.LINES_BITS  # bit operations: divmod cost a tenth of a loop
         read = 0
         for raw_digest, offset, raw, document in slices:
             read += 1
-            patron = index.get(raw_digest)
-            if patron is not None:
-                slot = patron - low
-                if seen[slot] or lines[slot] < 0:
-                    self._tier1(patron, document.record(offset, raw, raw_digest))
+            keyed = index.get(raw_digest)
+            if keyed is not None:
+                slot = (keyed & ids) - low
+                if seen[slot] or keyed < unit:  # seen already, or line ends not known
+                    self._tier1(keyed, document.record(offset, raw, raw_digest))
                 else:
                     seen[slot] = TIER1
-                    document.passed(offset, offset + len(raw), lines[slot])
+                    document.passed(offset, offset + len(raw), (keyed >> bits) - 1)
                 continue
             self._tier2(document.record(offset, raw, raw_digest))
             if len(self.waiting) >= LOOKUP_BATCH:
@@ -272,25 +269,27 @@ class _Pass:
         return read
 
     def _records(self, records: Iterator[Record]) -> int:
-        index, seen, low, lines = self.raw_index, self.seen, self.low, self.lines
+        index, seen, low, unit = self.raw_index, self.seen, self.low, snap.LINES_UNIT
+        ids, bits = unit - 1, snap.LINES_BITS  # bit operations: divmod cost a tenth of a loop
         read = 0
         for record in records:
             read += 1
-            patron = index.get(record.raw_digest)  # None is never a key: not for a raw None
-            if patron is not None:
-                slot = patron - low
-                if seen[slot] or lines[slot] < 0:
-                    self._tier1(patron, record)
+            keyed = index.get(record.raw_digest)  # None is never a key: not for a raw None
+            if keyed is not None:
+                slot = (keyed & ids) - low
+                if seen[slot] or keyed < unit:  # seen already, or line ends not known
+                    self._tier1(keyed, record)
                 else:
                     seen[slot] = TIER1
-                    record.pass_lines(lines[slot])
+                    record.pass_lines((keyed >> bits) - 1)
                 continue
             self._tier2(record)
             if len(self.waiting) >= LOOKUP_BATCH:
                 self._classify()
         return read
 
-    def _tier1(self, patron: int, record: Record) -> None:
+    def _tier1(self, keyed: int, record: Record) -> None:
+        patron, lines = snap.keyed_patron(keyed)
         slot = patron - self.low
         flags = self.seen[slot]
         self.seen[slot] = flags | TIER1
@@ -300,14 +299,15 @@ class _Pass:
                 self.extra_tier1[patron] += 1
         # Its line ends are those stored with its raw digest: the source numbers the lines
         # after it without reading it (after ``where`` above, which reads up to it).
-        lines = self.lines[slot]
         if lines < 0:
             counted = record.newlines
             if counted is None:
                 return
-            lines = self.lines[slot] = counted
             assert record.raw_digest is not None  # it was found by it
+            # Known from now on, for another copy of the same bytes.
+            self.raw_index[record.raw_digest] = snap.keyed(patron, counted)
             self.counted.add(patron, record.raw_digest, counted)
+            lines = counted
         record.pass_lines(lines)
 
     def _repeat(self, patron: int, where: str, flags: int, raw: bytes | None) -> None:
@@ -556,12 +556,12 @@ class _Pass:
         departures: list[int] = []
         terms = 0
         seen, low, extra = self.seen, self.low, self.extra_tier1
-        for patron, term in zip(self.present, self.terms, strict=True):
+        for patron, lead in zip(self.present, self.terms, strict=True):
             flags = seen[patron - low]
             if not flags:
                 departures.append(patron)
             elif flags & TIER1:
-                terms += term * (1 + extra.get(patron, 0))
+                terms += (lead >> LEAD_SHIFT) * (1 + extra.get(patron, 0))
         return departures, len(self.present), terms
 
     def _duplicates(self, held: dict[str, HeldBack], source: Source) -> list[int]:

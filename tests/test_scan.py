@@ -126,3 +126,25 @@ def test_lines_after_records_read_by_their_bytes(
             unknown = conn.execute(text("SELECT count(*) FROM patron WHERE raw_lines IS NULL"))
             assert unknown.scalar() == 0, day
     engine.dispose()
+
+
+def test_present_patrons_taken_whole_read_as_they_would_one_by_one() -> None:
+    # The pass takes each page's digests and line ends in bulk (leads, keyed patrons); what
+    # it reads back must be what the one-at-a-time forms give.
+    import xxhash
+
+    from deltasync.fingerprint import LEAD_SHIFT, leads_of, term_of
+    from deltasync.store.snapshot import MAX_KEYED_LINES, keyed, keyed_patron
+
+    digests = [xxhash.xxh3_128_digest(str(i).encode()) for i in range(1000)]
+    assert [lead >> LEAD_SHIFT for lead in leads_of(digests)] == [term_of(d) for d in digests]
+    uneven = [*digests[:3], b"\xff" * 5, b"\x01\x02"]  # a damaged row: one at a time
+    assert [lead >> LEAD_SHIFT for lead in leads_of(uneven)] == [term_of(d) for d in uneven]
+    for patron, lines, known in (
+        (1, -1, -1),
+        (1, 0, 0),
+        (2**40 - 1, 5, 5),
+        (7, MAX_KEYED_LINES, MAX_KEYED_LINES),
+        (7, MAX_KEYED_LINES + 1, -1),
+    ):
+        assert keyed_patron(keyed(patron, lines)) == (patron, known)

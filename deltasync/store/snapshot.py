@@ -15,7 +15,19 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from lxml import etree
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 
 from ..canonical import Recipe
 from ..checks.identifiers import value_hash
@@ -92,15 +104,38 @@ def present_patrons(conn: Connection, feed_id: int) -> Iterator[PresentPage]:
     page whole into its arrays and index, not value by value (0.2 s of a day-1 run at
     100,000 patrons went to unpacking rows one at a time)."""
     p = patron_t.c
-    query = select(p.id, p.digest, p.raw_digest, p.raw_lines).where(
+    # The line ends go with the patron's id in one number, made by the database: the pass
+    # keys its index of raw digests by it, and would otherwise set them patron by patron.
+    known = and_(p.raw_lines.is_not(None), p.raw_lines.between(0, MAX_KEYED_LINES))
+    lines = cast(p.raw_lines, BigInteger) + 1  # times 2**40: beyond PostgreSQL's integer
+    keyed = p.id + case((known, lines * literal(LINES_UNIT, BigInteger)), else_=0)
+    query = select(p.id, p.digest, p.raw_digest, keyed).where(
         p.feed_id == feed_id, p.state == PatronState.PRESENT
     )
     for page in driver_pages(conn, query):
-        ids, digests, raws, lines = zip(*page, strict=True)
+        ids, digests, raws, keys = zip(*page, strict=True)
         if not isinstance(digests[0], bytes):  # a driver that gives buffers (memoryview)
             digests = tuple(bytes(d) for d in digests)
             raws = tuple(None if r is None else bytes(r) for r in raws)
-        yield PresentPage(ids, digests, raws, lines)
+        yield PresentPage(ids, digests, raws, keys)
+
+
+LINES_BITS = 40
+LINES_UNIT = 1 << LINES_BITS
+"""A keyed patron (:class:`PresentPage`) is ``id + (line ends + 1) * LINES_UNIT``: ids stay
+below 2**40, and 0 line ends above it means they are not known."""
+MAX_KEYED_LINES = (1 << 22) - 2
+"""More line ends than this in one record are not keyed (they are counted again)."""
+
+
+def keyed_patron(keyed: int) -> tuple[int, int]:
+    """``(patron id, line ends)`` of a keyed patron; -1 line ends: not known."""
+    return keyed & (LINES_UNIT - 1), (keyed >> LINES_BITS) - 1
+
+
+def keyed(patron: int, lines: int) -> int:
+    """The keyed form of a patron whose raw bytes hold ``lines`` line ends (-1: unknown)."""
+    return patron + (lines + 1) * LINES_UNIT if 0 <= lines <= MAX_KEYED_LINES else patron
 
 
 class PresentPage(NamedTuple):
@@ -110,8 +145,8 @@ class PresentPage(NamedTuple):
     digests: tuple[bytes, ...]
     raw_digests: tuple[bytes | None, ...]
     """None: a patron whose raw digest was not stored (read in full every day until it is)."""
-    raw_lines: tuple[int | None, ...]
-    """The line ends of the raw bytes (None: not stored)."""
+    keyed: tuple[int, ...]
+    """Each patron's id with the line ends of its raw bytes (:func:`keyed_patron`)."""
 
 
 class CountedLines:
