@@ -109,3 +109,53 @@ def test_digests_are_pinned_to_the_recipe_version() -> None:
     # Counting the SIS-ignored fields is version 1's digest.
     assert Recipe(sis_ignored=False).digest(user).hex() == "9f4421d8ec0447e7bfb86095b1f8675b"
     assert Recipe(sis_ignored=False).fingerprint == "v2;xxh3_128;ignore=;sis-fields=counted"
+
+
+def _reference_digest(recipe: Recipe, user: etree._Element) -> bytes:
+    """The digest as taken before the attribute was cut out of the bytes: taken off every
+    element that carries it, and the record serialised again."""
+    import copy
+
+    import xxhash
+
+    from deltasync.canonical import SIS_IGNORED
+    from deltasync.userxml import c14n
+
+    user = copy.deepcopy(user)
+    for element in user.iter(tag=etree.Element):
+        element.attrib.pop("segment_type", None)
+    ignored = {*recipe.ignore, *SIS_IGNORED}
+    user[:] = sorted((c for c in user if c.tag not in ignored), key=lambda c: str(c.tag))
+    return bytes(xxhash.xxh3_128_digest(c14n(user)))
+
+
+def test_the_sis_ignored_attribute_is_left_out_wherever_it_stands_and_only_it() -> None:
+    tricky = [
+        RECORD,
+        RECORD.replace("<user>", '<user segment_type="Internal">'),
+        # Attributes on both sides of it, a value with '>' and quotes, one just before it.
+        RECORD.replace(
+            'preferred="true" segment_type="External"',
+            'a="x > y" preferred="&quot;true&quot;" segment_type="Ext &gt; &lt;" z="1"',
+        ),
+        # The same words as text, or in another attribute, or namespaced: not the attribute.
+        RECORD.replace("1 Main St", ' segment_type="External" > x'),
+        RECORD.replace("1 Main St", 'a segment_type="b"'),
+        RECORD.replace('desc="Graduate"', "desc='x segment_type=\"y\"'"),
+        RECORD.replace('segment_type="External"', 'xsegment_type="External"'),
+        RECORD.replace(
+            '<address preferred="true" segment_type="External">',
+            '<address xmlns:p="urn:p" p:segment_type="External" preferred="true">',
+        ),
+    ]
+    recipe = Recipe()
+    digests = [recipe.digest(parse(text)) for text in tricky]
+    assert digests == [_reference_digest(recipe, parse(text)) for text in tricky]
+    assert len(set(digests[3:])) == len(digests[3:])  # those are all different records
+    # A processing instruction whose text looks like a start tag keeps what it says.
+    with_pi = parse(RECORD)
+    with_pi.find("last_name").append(etree.ProcessingInstruction("x", '<a segment_type="b">'))
+    other = parse(RECORD)
+    other.find("last_name").append(etree.ProcessingInstruction("x", "<a>"))
+    assert recipe.digest(with_pi) != recipe.digest(other)
+    assert recipe.digest(with_pi) == _reference_digest(recipe, with_pi)
