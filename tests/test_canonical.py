@@ -143,6 +143,12 @@ def test_the_sis_ignored_attribute_is_left_out_wherever_it_stands_and_only_it() 
         RECORD.replace("1 Main St", 'a segment_type="b"'),
         RECORD.replace('desc="Graduate"', "desc='x segment_type=\"y\"'"),
         RECORD.replace('segment_type="External"', 'xsegment_type="External"'),
+        # A value that ends like the attribute begins, and text with an unclosed quote
+        # (Canonical XML escapes neither '"' in text nor the words in a value).
+        RECORD.replace('preferred="true"', 'note=" segment_type=" preferred="true"'),
+        RECORD.replace('desc="Graduate"', 'desc="x segment_type="'),
+        RECORD.replace("1 Main St", 'set segment_type="External'),
+        RECORD.replace("O'Brien", 'set segment_type="External'),
         RECORD.replace(
             '<address preferred="true" segment_type="External">',
             '<address xmlns:p="urn:p" p:segment_type="External" preferred="true">',
@@ -152,6 +158,9 @@ def test_the_sis_ignored_attribute_is_left_out_wherever_it_stands_and_only_it() 
     digests = [recipe.digest(parse(text)) for text in tricky]
     assert digests == [_reference_digest(recipe, parse(text)) for text in tricky]
     assert len(set(digests[3:])) == len(digests[3:])  # those are all different records
+    # Text that looks like the attribute hides no change after it.
+    note = RECORD.replace("O'Brien", 'set segment_type="External')
+    assert recipe.digest(parse(note)) != recipe.digest(parse(note.replace("GRAD<", "UGRD<")))
     # A processing instruction whose text looks like a start tag keeps what it says.
     with_pi = parse(RECORD)
     with_pi.find("last_name").append(etree.ProcessingInstruction("x", '<a segment_type="b">'))
