@@ -47,7 +47,7 @@ from .policy.dates import compare as compare_dates
 from .policy.rules import apply_rules
 from .policy.settings import ExpiryConfig
 from .source import Source
-from .source.record import Record, Slice
+from .source.record import Record, Slice, as_slices
 from .source.scanner import StepAside
 from .store import snapshot as snap
 from .store.staging import Staging
@@ -194,17 +194,17 @@ class _Pass:
         cannot be used). Never None: a source's records without bytes look up None and find
         no one."""
         self.present = array("q")
-        """Every present patron, and the fingerprint term of its digest at the same place:
-        after the pass, the ones not seen are departures and the ones read only by their bytes
-        count toward the fingerprint. Arrays: eight bytes a patron."""
-        self.terms = array("Q")
-        """(As leads: :func:`~deltasync.fingerprint.leads_of`.)"""
+        """Every present patron, and the lead of its digest at the same place (its fingerprint
+        term: :func:`~deltasync.fingerprint.leads_of`): after the pass, the ones not seen are
+        departures and the ones read only by their bytes count toward the fingerprint.
+        Arrays: eight bytes a patron."""
+        self.leads = array("Q")
         self.counted = snap.CountedLines()
         """Records read by their bytes whose line ends were not stored, counted."""
         use_raw = fast and setup.trusted_raw
         for page in snap.present_patrons(conn, self.feed_id):
             self.present.extend(page.ids)
-            self.terms.extend(leads_of(page.digests))
+            self.leads.extend(leads_of(page.digests))
             if use_raw:
                 self.raw_index.update(zip(page.raw_digests, page.keyed, strict=True))
         self.raw_index.pop(None, None)  # patrons without a stored raw digest
@@ -234,27 +234,27 @@ class _Pass:
     # -- the pass -----------------------------------------------------------------------------
 
     def run(self, source: Source) -> Scanned:
-        slices: Callable[[], Iterator[Slice]] | None = getattr(source, "slices", None)
-        if self.fast and slices is not None:
-            self.read = self._slices(slices())
+        cut: Callable[[], Iterator[Slice]] | None = getattr(source, "slices", None)
+        if self.fast and cut is not None:
+            self.read = self._slices(cut())
         else:
-            self.read = self._records(source.records(fast=self.fast))
+            self.read = self._slices(as_slices(source.records(fast=self.fast)))
         self._classify()
         self.staging.finish()
         return self._settle(source)
 
-    # Once per record, and most records are tier 1: everything at hand in locals, and the
-    # usual tier-1 record (first seen, its line ends stored) handled right in the loop.
-
     def _slices(self, slices: Iterator[Slice]) -> int:
         """Read a source's slices: a record is made of one only when its digest is not
-        enough (a day-1 run at 100,000 patrons made 100,000 records to look up 1,000)."""
+        enough (a day-1 run at 100,000 patrons made 100,000 records to look up 1,000).
+
+        Once per record, and most records are tier 1: everything at hand in locals, and the
+        usual tier-1 record (first seen, its line ends stored) handled right in the loop."""
         index, seen, low, unit = self.raw_index, self.seen, self.low, snap.LINES_UNIT
         ids, bits = unit - 1, snap.LINES_BITS  # bit operations: divmod cost a tenth of a loop
         read = 0
         for raw_digest, offset, raw, document in slices:
             read += 1
-            keyed = index.get(raw_digest)
+            keyed = index.get(raw_digest)  # None is never a key: not for a raw None
             if keyed is not None:
                 slot = (keyed & ids) - low
                 if seen[slot] or keyed < unit:  # seen already, or line ends not known
@@ -264,26 +264,6 @@ class _Pass:
                     document.passed(offset, offset + len(raw), (keyed >> bits) - 1)
                 continue
             self._tier2(document.record(offset, raw, raw_digest))
-            if len(self.waiting) >= LOOKUP_BATCH:
-                self._classify()
-        return read
-
-    def _records(self, records: Iterator[Record]) -> int:
-        index, seen, low, unit = self.raw_index, self.seen, self.low, snap.LINES_UNIT
-        ids, bits = unit - 1, snap.LINES_BITS  # bit operations: divmod cost a tenth of a loop
-        read = 0
-        for record in records:
-            read += 1
-            keyed = index.get(record.raw_digest)  # None is never a key: not for a raw None
-            if keyed is not None:
-                slot = (keyed & ids) - low
-                if seen[slot] or keyed < unit:  # seen already, or line ends not known
-                    self._tier1(keyed, record)
-                else:
-                    seen[slot] = TIER1
-                    record.pass_lines((keyed >> bits) - 1)
-                continue
-            self._tier2(record)
             if len(self.waiting) >= LOOKUP_BATCH:
                 self._classify()
         return read
@@ -556,7 +536,7 @@ class _Pass:
         departures: list[int] = []
         terms = 0
         seen, low, extra = self.seen, self.low, self.extra_tier1
-        for patron, lead in zip(self.present, self.terms, strict=True):
+        for patron, lead in zip(self.present, self.leads, strict=True):
             flags = seen[patron - low]
             if not flags:
                 departures.append(patron)

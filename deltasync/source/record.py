@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol
 
 from lxml import etree
@@ -20,7 +20,7 @@ Passed = Callable[[int, int, int], None]
 class Document(Protocol):
     """One document of a source that cuts its input into slices (see :data:`Slice`)."""
 
-    def record(self, offset: int, raw: bytes, raw_digest: bytes) -> Record:
+    def record(self, offset: int, raw: bytes, raw_digest: bytes | None) -> Record:
         """The record of the slice at ``offset``, to be asked for only while the source is
         at that slice."""
         ...
@@ -31,11 +31,32 @@ class Document(Protocol):
         ...
 
 
-Slice = tuple[bytes, int, bytes, Document]
+Slice = tuple[bytes | None, int, bytes, Document]
 """``(raw digest, offset, raw bytes, document)``: a record before it is made one. A source
 that can cut its input cheaply offers them (``slices()``) besides its records: most records
 of a day are only looked up by their digest, and making each a :class:`Record` cost as much
-as cutting and hashing it."""
+as cutting and hashing it. Any source's records can be read as slices (:func:`as_slices`)."""
+
+
+def as_slices(records: Iterable[Record]) -> Iterator[Slice]:
+    """Records a source made itself, as slices: so one loop reads every kind of source."""
+    for record in records:
+        yield record.raw_digest, record.offset, record.raw or b"", _Made(record)
+
+
+class _Made:
+    """The document of a record already made: it is its own slice's record."""
+
+    __slots__ = ("made",)
+
+    def __init__(self, made: Record) -> None:
+        self.made = made
+
+    def record(self, offset: int, raw: bytes, raw_digest: bytes | None) -> Record:
+        return self.made
+
+    def passed(self, offset: int, end: int, newlines: int) -> None:
+        self.made.pass_lines(newlines)
 
 
 class Record:

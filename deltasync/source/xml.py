@@ -82,26 +82,23 @@ class XmlExtract:
         else:
             yield from read_records(self.path, self.progress, self.encoding)
 
-    def slices(self) -> Iterator[Slice]:
-        """The fast reading as slices, ``(raw digest, offset, raw, document)``: a record is
-        made (:meth:`_Document.record`) only for a slice that needs more than its digest.
-        Raises :class:`StepAside` as ``records`` does."""
-        yield from self._fast()
-
     def locate(self, raw_digests: set[bytes]) -> dict[bytes, list[str]]:
         """Where (``file, line N``) every record with one of these raw digests stands: the
         copies of a record read only by its bytes, found again when a message must name them."""
         found: dict[bytes, list[str]] = defaultdict(list)
         saved, self.progress = self.progress, None
         try:
-            for raw_digest, offset, raw, document in self._fast():
+            for raw_digest, offset, raw, document in self.slices():
                 if raw_digest in raw_digests:
                     found[raw_digest].append(document.record(offset, raw, raw_digest).where)
         finally:
             self.progress = saved
         return found
 
-    def _fast(self) -> Iterator[Slice]:
+    def slices(self) -> Iterator[Slice]:
+        """The fast reading as slices, ``(raw digest, offset, raw, document)``: a record is
+        made (:meth:`_Document.record`) only for a slice that needs more than its digest.
+        Raises :class:`StepAside` as ``records`` does."""
         with ExitStack() as stack:
             try:
                 raw = stack.enter_context(self.path.open("rb"))
@@ -201,7 +198,7 @@ class _Document:
         """Told ``(offset, end, line ends)`` of a slice read by its digest alone."""
         self.plain = plain
 
-    def record(self, offset: int, raw: bytes, raw_digest: bytes) -> Record:
+    def record(self, offset: int, raw: bytes, raw_digest: bytes | None) -> Record:
         """The record of the slice at ``offset`` (only while the reader is at it)."""
         return Record(
             self.source,

@@ -108,8 +108,8 @@ def present_patrons(conn: Connection, feed_id: int) -> Iterator[PresentPage]:
     # keys its index of raw digests by it, and would otherwise set them patron by patron.
     known = and_(p.raw_lines.is_not(None), p.raw_lines.between(0, MAX_KEYED_LINES))
     lines = cast(p.raw_lines, BigInteger) + 1  # times 2**40: beyond PostgreSQL's integer
-    keyed = p.id + case((known, lines * literal(LINES_UNIT, BigInteger)), else_=0)
-    query = select(p.id, p.digest, p.raw_digest, keyed).where(
+    with_lines = p.id + case((known, lines * literal(LINES_UNIT, BigInteger)), else_=0)
+    query = select(p.id, p.digest, p.raw_digest, with_lines).where(
         p.feed_id == feed_id, p.state == PatronState.PRESENT
     )
     for page in driver_pages(conn, query):
