@@ -54,6 +54,11 @@ class Recipe:
         sis = "" if self.sis_ignored else ";sis-fields=counted"
         return f"v{RECIPE_VERSION};{ALGORITHM};ignore={ignored}{sis}"
 
+    def leaves_out(self, field: str) -> bool:
+        """Whether the digest leaves out ``field`` of ``<user>``: two records that differ only
+        in it have the same digest."""
+        return field in self.ignore or (self.sis_ignored and field in SIS_IGNORED)
+
     def payload(self, user: etree._Element) -> bytes:
         """The canonical serialisation of the whole record (ignored fields included)."""
         return c14n(user)

@@ -49,6 +49,9 @@ from .policy.settings import ExpiryConfig
 from .source import Source
 from .source.record import Record, Slice, as_slices
 from .source.scanner import StepAside
+from .source.undated import FIELD as UNDATED_FIELD
+from .source.undated import holds as undated_holds
+from .source.undated import stamped as undated_stamped
 from .store import snapshot as snap
 from .store.staging import Staging
 from .userxml import identifier_values, record_expiry
@@ -137,6 +140,9 @@ class _Read:
     identifiers: list[tuple[str, int]]
     fold_forms: str | None
     repaired: bool
+    undated: bytes | None = None
+    """The record's undated digest (:mod:`~deltasync.source.undated`) where it may stand for
+    the record: kept instead of its raw digest when it is found unchanged."""
 
     def payload(self, recipe: Recipe) -> bytes | None:
         """The record in canonical form (made on first asking)."""
@@ -202,6 +208,9 @@ class _Pass:
         self.counted = snap.CountedLines()
         """Records read by their bytes whose line ends were not stored, counted."""
         use_raw = fast and setup.trusted_raw
+        self.undated = fast and setup.recipe.leaves_out(UNDATED_FIELD)
+        """Whether a record not found by its bytes is looked for by its undated digest (and
+        one found unchanged keeps it): the recipe leaves its status_date out."""
         for page in snap.present_patrons(conn, self.feed_id):
             self.present.extend(page.ids)
             self.leads.extend(leads_of(page.digests))
@@ -251,10 +260,18 @@ class _Pass:
         usual tier-1 record (first seen, its line ends stored) handled right in the loop."""
         index, seen, low, unit = self.raw_index, self.seen, self.low, snap.LINES_UNIT
         ids, bits = unit - 1, snap.LINES_BITS  # bit operations: divmod cost a tenth of a loop
+        dated = self.undated
         read = 0
         for raw_digest, offset, raw, document in slices:
             read += 1
             keyed = index.get(raw_digest)  # None is never a key: not for a raw None
+            undated = None
+            if keyed is None and dated:
+                # Not these bytes: perhaps the same ones with another status_date.
+                undated = document.undated(raw)
+                keyed = index.get(undated)
+                if keyed is not None:
+                    raw_digest = undated  # the one stored, and where it is found again
             if keyed is not None:
                 slot = (keyed & ids) - low
                 if seen[slot] or keyed < unit:  # seen already, or line ends not known
@@ -263,7 +280,7 @@ class _Pass:
                     seen[slot] = TIER1
                     document.passed(offset, offset + len(raw), (keyed >> bits) - 1)
                 continue
-            self._tier2(document.record(offset, raw, raw_digest))
+            self._tier2(document.record(offset, raw, raw_digest), undated)
             if len(self.waiting) >= LOOKUP_BATCH:
                 self._classify()
         return read
@@ -297,9 +314,13 @@ class _Pass:
         if first and flags & TIER1 and raw is not None:
             self.unplaced[patron] = raw
 
-    def _tier2(self, record: Record) -> None:
+    def _tier2(self, record: Record, undated: bytes | None = None) -> None:
         user = record.element
         where = record.where  # now, while the source is at this record
+        if undated is not None and not (
+            undated_holds(record.raw or b"", user) and undated_stamped(user, self.setup.today)
+        ):
+            undated = None
         # Fixes first: one may change the match ID itself (a control character in it).
         inspection = self.checker.fix(
             user, record.source, plain=record.plain, line_shift=record.line_shift
@@ -346,6 +367,7 @@ class _Pass:
                 [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
                 snap.encode_folds(folds),
                 repaired,
+                undated,
             )
         )
 
@@ -452,8 +474,9 @@ class _Pass:
             )
 
         if kind == Kind.UNCHANGED:
-            # The same record, spelled anew or read in full: its new raw digest is kept.
-            add(kind)
+            # The same record, spelled anew or read in full: its new raw digest is kept, or
+            # its undated one, so that tomorrow's status_date finds it by its bytes too.
+            add(kind, raw_digest=read.undated or read.raw_digest)
             return
         if kind == DATES_LATER:
             # Not a change: the stored record (and its raw digest) stands, so this one is read

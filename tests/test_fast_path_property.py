@@ -7,21 +7,27 @@ namespace declaration. One world runs the files as they are (the fast reader tak
 unless a spelling makes it step aside); the other runs the same files with a DOCTYPE
 prepended, which the fast reader never vouches for, so every record is read in full. Whatever
 the spelling, both worlds must send the same records in the same bytes, and a spelling alone
-never makes a patron "changed".
+never makes a patron "changed". Every record carries the day's status_date: on the third day
+the fast reader finds the records of the second it found unchanged by their undated digests
+(where their spelling lets it), which must not change what is sent either.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import generate_extract
+import pytest
 from helpers import run_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
+
+from deltasync.source.xml import _SliceReader
 
 PATRONS = 40
 
@@ -69,8 +75,10 @@ def _respell(user_xml: str, spelling: dict[str, Any], record: int) -> str:
 
 
 def _write(path: Path, day: int, spelling: dict[str, Any], *, doctype: bool) -> Path:
+    # The day's status_date, near the day of the run as a date stamped by the SIS is.
+    stamp = f"<status_date>{dt.date.today() - dt.timedelta(days=2 - day)}Z</status_date>"
     records = [
-        _respell(xml, spelling, number)
+        _respell(re.sub("<status_date>[^<]*</status_date>", stamp, xml), spelling, number)
         for number, (_, xml) in enumerate(generate_extract.records(patrons=PATRONS, day=day))
     ]
     if spelling["shuffle"] is not None:
@@ -105,7 +113,10 @@ def _delta(outbox: Path, result: dict[str, Any]) -> list[bytes]:
         return [archive.read(name) for name in archive.namelist()]
 
 
-def _world(folder: Path, spelling: dict[str, Any], *, doctype: bool) -> list[dict[str, Any]]:
+def _world(
+    folder: Path, spelling: dict[str, Any], *, doctype: bool, parsed: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """Run the three days; ``parsed`` (the fast reader's parses, counted) is kept per day."""
     folder.mkdir()
     config = folder / "config.toml"
     config.write_text(
@@ -113,9 +124,11 @@ def _world(folder: Path, spelling: dict[str, Any], *, doctype: bool) -> list[dic
         '[feeds.patrons]\ntimezone = "America/Chicago"\nignore = ["status_date"]\n'
     )
     days = []
-    for day in (0, 1):
+    for day in (0, 1, 2):
         extract = _write(folder / f"day{day}.xml", day, spelling, doctype=doctype)
+        before = len(parsed or [])
         result = run_json(config, str(extract))
+        result["parsed"] = len(parsed or []) - before
         result["delta"] = _delta(folder / "outbox" / "patrons", result)
         days.append(result)
     return days
@@ -144,7 +157,7 @@ def test_fast_and_full_reading_send_the_same_bytes(
 
 
 def test_the_fast_reader_takes_a_plain_file_and_says_when_it_steps_aside(
-    tmp_path_factory: Any,
+    tmp_path_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The property above is only worth something if the first world really reads fast.
     plain = {
@@ -159,9 +172,30 @@ def test_the_fast_reader_takes_a_plain_file_and_says_when_it_steps_aside(
         "seed": 7,
     }
     base = tmp_path_factory.mktemp("plain")
-    fast = _world(base / "fast", plain, doctype=False)
+    parsed: list[int] = []
+    original = _SliceReader.parse
+
+    def counted(self: _SliceReader, *args: Any) -> Any:
+        parsed.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(_SliceReader, "parse", counted)
+    fast = _world(base / "fast", plain, doctype=False, parsed=parsed)
     full = _world(base / "full", plain, doctype=True)
-    assert [day["extract"]["read_in_full"] for day in fast] == [None, None]
+    assert [day["extract"]["read_in_full"] for day in fast] == [None, None, None]
+    # Day 1: every record's status_date moved, each read in full. Day 2 too: every record
+    # of this spelling holds a comment or a CDATA section, where a date could hide.
+    assert [day["parsed"] for day in fast[1:]] == [day["extract"]["records"] for day in fast[1:]]
+    # Without them, the records found unchanged on day 1 are read by their undated digests.
+    bare = {**plain, "comments": False, "cdata": False, "charrefs": 0.0}
+    parsed.clear()
+    undated = _world(base / "undated", bare, doctype=False, parsed=parsed)
+    assert undated[1]["parsed"] == undated[1]["extract"]["records"]
+    assert 0 < undated[2]["parsed"] < undated[2]["extract"]["records"] / 2
+    assert undated[2]["counts"] == fast[2]["counts"]
+    # The same records sent in the same bytes, however each was read.
+    assert undated[2]["delta"] and undated[2]["delta"] == fast[2]["delta"]
+    assert fast[2]["delta"] == full[2]["delta"] and fast[2]["delta"]
     assert (
         full[0]["extract"]["read_in_full"] == "a DOCTYPE or other declaration (at byte 40)"
     )  # after the CRLF XML declaration

@@ -30,6 +30,11 @@ class Document(Protocol):
         ``newlines`` line ends: the lines after it are numbered without reading it."""
         ...
 
+    def undated(self, raw: bytes) -> bytes | None:
+        """The slice's digest without the text of its status_date, for a record whose date
+        alone moves daily (:mod:`~deltasync.source.undated`); None: it has none."""
+        ...
+
 
 Slice = tuple[bytes | None, int, bytes, Document]
 """``(raw digest, offset, raw bytes, document)``: a record before it is made one. A source
@@ -57,6 +62,9 @@ class _Made:
 
     def passed(self, offset: int, end: int, newlines: int) -> None:
         self.made.pass_lines(newlines)
+
+    def undated(self, raw: bytes) -> bytes | None:
+        return None  # a record made by its source: its bytes are not XML
 
 
 class Record:

@@ -29,6 +29,7 @@ from .files import Container, Progress, container, open_member, open_zip, zip_do
 from .fullparse import read_records
 from .record import Record, Slice
 from .scanner import Prolog, SliceScanner, StepAside
+from .undated import digest as undated_digest
 
 CHUNK = 1 << 23
 """Bytes read at a time from a compressed extract."""
@@ -89,8 +90,11 @@ class XmlExtract:
         saved, self.progress = self.progress, None
         try:
             for raw_digest, offset, raw, document in self.slices():
-                if raw_digest in raw_digests:
-                    found[raw_digest].append(document.record(offset, raw, raw_digest).where)
+                # A patron's stored raw digest may be the undated one of its record.
+                digest = raw_digest if raw_digest in raw_digests else document.undated(raw)
+                if digest in raw_digests:
+                    assert digest is not None
+                    found[digest].append(document.record(offset, raw, digest).where)
         finally:
             self.progress = saved
         return found
@@ -180,7 +184,7 @@ def _releaser(mapped: mmap.mmap) -> Callable[[int], None] | None:
 class _Document:
     """One document of an extract as the fast reader cuts it: makes the record of a slice."""
 
-    __slots__ = ("locate", "number", "parse", "passed", "plain", "source")
+    __slots__ = ("locate", "number", "parse", "passed", "plain", "seed", "source")
 
     def __init__(
         self,
@@ -197,6 +201,11 @@ class _Document:
         self.passed = scanner.passed
         """Told ``(offset, end, line ends)`` of a slice read by its digest alone."""
         self.plain = plain
+        self.seed = reader.seed
+
+    def undated(self, raw: bytes) -> bytes | None:
+        """The slice's undated digest (:mod:`~deltasync.source.undated`), if it has one."""
+        return undated_digest(raw, self.seed)
 
     def record(self, offset: int, raw: bytes, raw_digest: bytes | None) -> Record:
         """The record of the slice at ``offset`` (only while the reader is at it)."""
