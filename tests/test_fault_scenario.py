@@ -7,6 +7,11 @@ patrons Alma rejects (users staff made INTERNAL by hand). At the end staff fix w
 rejected and replay; then Alma's users must equal the last extract, departed patrons expired,
 with no "already taken in this feed" rejection on the way.
 
+Odd seeds stamp every record with the day's status_date (ignored by the feed): every record's
+bytes differ from the day before's and all are read in full, as with a rolling date. Even seeds
+stamp the day each patron's version started: unchanged records repeat byte for byte and are
+read by their raw digests, so a crash is also injected into runs that take the fast path.
+
 Pickup mode cannot see inside Alma's job: a run that renames a file without loading it, or a
 rejected user, looks like success. Those two faults are left out of pickup mode (README).
 """
@@ -218,6 +223,7 @@ def test_sixty_days_of_faults_fifty_seeds_on_sqlite(
             seed=seed,
             rates=RATES,
             extracts=extracts,
+            status_date="daily" if seed % 2 else "version",
         )
         for fault, n in _play_and_check(world, seed, mode).items():
             totals[fault] = totals.get(fault, 0) + n

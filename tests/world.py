@@ -41,6 +41,10 @@ class World:
     """More top-level configuration ([notify], report_html …)."""
     start: dt.datetime = START
     """Day 0's run."""
+    status_date: generate_extract.StatusDate = "daily"
+    """Each record's status_date: the day of the extract (every record's bytes differ from
+    the day before's: all read in full, as with a rolling date), or the day its current
+    version started (unchanged records repeat byte for byte: read by their digests)."""
 
     def __post_init__(self) -> None:
         self.remote = self.root / "alma-inbox"
@@ -85,11 +89,18 @@ class World:
 
     def extract(self, day: int) -> Path:
         folder = self.extracts or self.root / "incoming"
-        path = folder / f"p{self.patrons}-s{self.seed}-day{day:03d}.xml"
+        dated = "" if self.status_date == "daily" else f"-{self.status_date}"
+        path = folder / f"p{self.patrons}-s{self.seed}{dated}-day{day:03d}.xml"
         if not path.exists():
             path.parent.mkdir(exist_ok=True)
             generate_extract.write_extract(
-                path, patrons=self.patrons, day=day, seed=self.seed, shuffle=True, **self.rates
+                path,
+                patrons=self.patrons,
+                day=day,
+                seed=self.seed,
+                shuffle=True,
+                status_date=self.status_date,
+                **self.rates,
             )
         return path
 
