@@ -133,13 +133,13 @@ def test_a_date_in_a_comment_or_in_a_notes_text_hides_no_change(
         stamp = str(TODAY - dt.timedelta(days=number))
         in_cdata = f"<![CDATA[<status_date>2027-01-{4 + noted:02d}</status_date>]]>"
         # Its own date spelled with a blank in the tag: only the note's text has the tag.
-        own = "  <status_date >2027-01-04Z</status_date >\n"
+        own = f"  <status_date >{TODAY}Z</status_date >\n"
         cdata = dated("CDATA", "", inside=own + note(in_cdata))
         # A status_date of a note's (Alma's schema has none): part of the record's digest.
         nested = note("x").replace(
             "</user_note>", f"<status_date>2027-01-{4 + noted:02d}</status_date></user_note>"
         )
-        nesting = dated("NESTED", "", inside=nested)
+        nesting = dated("NESTED", "", inside=own + nested)
         return write(
             tmp_path,
             f"d{number}.xml",

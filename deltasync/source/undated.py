@@ -35,6 +35,8 @@ FIELD = "status_date"
 """The field whose text the undated digest leaves out."""
 _START = b"<" + FIELD.encode() + b">"
 _END = b"</" + FIELD.encode() + b">"
+_NAMED = b"<" + FIELD.encode()
+"""Where a tag of the field, or of an element whose name starts with it, begins."""
 _TEXT = re.compile(rb"[-0-9A-Za-z:.+]{1,40}" + re.escape(_END))
 """The text of a date as SIS templates write it (``2027-01-04``, ``2027-01-04Z``,
 ``2027-01-04T05:00:00+00:00``), then its end tag: plain characters only, never a line end."""
@@ -64,13 +66,13 @@ def holds(raw: bytes, user: etree._Element) -> bool:
     from it as ``user``: the only ``<status_date>`` of its bytes is the record's own field.
 
     Its bytes hold no comment, CDATA section, declaration or processing instruction (where
-    the tag could stand as text), so that tag is an element's; the record holds one element
-    of that name, a child of ``<user>``, so it is that one.
+    the tag could stand as text), so every ``<status_date`` in them starts an element's tag:
+    there is one, so the record holds one element of that name, and it is a child of
+    ``<user>``. (Bytes, not a walk of the record: a walk cost a tenth of a record's reading.)
     """
-    if b"<!" in raw or b"<?" in raw:
+    if b"<!" in raw or b"<?" in raw or raw.count(_NAMED) != 1:
         return False
-    named = user.findall(".//" + FIELD)
-    return len(named) == 1 and named[0].getparent() is user
+    return user.find(FIELD) is not None
 
 
 def stamped(user: etree._Element, today: dt.date) -> bool:
