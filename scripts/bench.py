@@ -2,12 +2,15 @@
 
 One invocation measures, for each size given with ``--patrons``:
 
-* a bare lxml ``iterparse`` (with ``clear()``, the flat-memory idiom) of the day-0, day-1 and
-  reformat-day files: the floor any XML reader stands on;
+* a bare lxml ``iterparse`` (with ``clear()``, the flat-memory idiom) of every XML file: the
+  floor any XML reader stands on;
 * csv-diff (simonw) of day 0 against day 1 flattened to CSV (flattening not timed);
 * ``deltasync run`` on day 0 (all new), day 1 (the given churn) and a reformat day (day 1's
-  records re-indented and with their fields in another order: nothing may be sent), and
-  ``deltasync status`` alone (start-up cost), on SQLite and on PostgreSQL;
+  records re-indented and with their fields in another order: nothing may be sent), then two
+  date-stamped days (every record's status_date the day of the extract, as many SIS templates
+  write it: day 1's records dated the day before the run, nothing may be sent; then day 2's
+  dated the run's day: the undated digest's steady state), and ``deltasync status`` alone
+  (start-up cost), on SQLite and on PostgreSQL;
 * ``deltasync run`` of a CSV feed (issue 11) on the very files csv-diff compares, day 0 and
   day 1, through a mapping of their columns (``csv_mapping``): its day 1 must beat csv-diff.
 
@@ -41,7 +44,7 @@ from typing import Any
 
 import bench_report
 import generate_extract
-from bench_report import BACKENDS, DAYS, MILLION
+from bench_report import BACKENDS, DAYS, MILLION, NOTHING_SENT
 from lxml import etree
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,9 +166,15 @@ class Files:
     patrons: int
     rates: dict[str, float]
 
+    today: dt.date = dataclasses.field(default_factory=dt.date.today)
+    """The day the date-stamped files are stamped for (their names carry it)."""
+
     @property
     def xml(self) -> dict[str, Path]:
-        return {day: self.folder / f"{day}.xml" for day in DAYS}
+        def name(day: str) -> str:
+            return f"{day}-{self.today}.xml" if day.startswith("stamped") else f"{day}.xml"
+
+        return {day: self.folder / name(day) for day in DAYS}
 
     @property
     def csv(self) -> dict[str, Path]:
@@ -205,6 +214,14 @@ def prepare_files(out: Path, patrons: int, churn: float, csv_wanted: bool) -> Fi
         "day0": lambda p: generate_extract.write_extract(p, day=0, **common),
         "day1": lambda p: generate_extract.write_extract(p, day=1, **common),
         "reformat": lambda p: generate_extract.write_extract(p, day=1, reformat=True, **common),
+        # An SIS that stamps every record with the day of the extract (the day before the
+        # run, then the run's): day 1's records once more, then day 2's.
+        "stamped1": lambda p: generate_extract.write_extract(
+            p, day=1, stamped=files.today - dt.timedelta(days=1), **common
+        ),
+        "stamped2": lambda p: generate_extract.write_extract(
+            p, day=2, stamped=files.today, **common
+        ),
     }
     for day, path in files.xml.items():
         _cached(path, makers[day])
@@ -399,6 +416,7 @@ def bench_size(args: argparse.Namespace, patrons: int, backends: list[Backend]) 
     csv_diff: Path | None = None if args.skip_csv_diff else args.csv_diff
     files = prepare_files(args.out, patrons, args.churn, csv_wanted=True)
     truths = {"day0": files.truth(0), "day1": files.truth(1), "reformat": files.truth(1)}
+    truths |= {"stamped1": files.truth(1), "stamped2": files.truth(2)}
     repeat = args.repeat or (1 if patrons >= MILLION else 3)
     steps: dict[str, Step] = {}
     log = args.out / "logs" / f"{patrons}.log"
@@ -473,8 +491,8 @@ def check_run(
     counts = output["counts"]
     batch = output["batch"]
     sent = 0 if batch is None else batch["records"]
-    if day == "reformat":
-        # Every record only re-laid out: all unchanged, and no delta file at all.
+    if day in NOTHING_SENT:
+        # Every record only re-laid out or dated anew: all unchanged, and no delta file at all.
         expected = {k: 0 for k in counts} | {"unchanged": truth["present"]}
     else:
         expected = {
@@ -490,7 +508,7 @@ def check_run(
         for kind, value in expected.items()
         if counts.get(kind) != value
     ]
-    if day == "reformat" and batch is not None:
+    if day in NOTHING_SENT and batch is not None:
         problems.append(f"sent {sent} records (batch {batch['seq']}), expected none")
     return {"records": output["extract"]["records"], "counts": counts, "sent": sent}, problems
 

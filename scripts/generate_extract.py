@@ -652,6 +652,7 @@ class _Layout:
     day: int
     status_date: str
     reformat: bool
+    stamped: date | None = None
 
     def __post_init__(self) -> None:
         if self.status_date not in STATUS_DATES:
@@ -659,6 +660,9 @@ class _Layout:
 
     def dates(self, state: _State) -> Callable[[int], str]:
         """The ``status_date`` of patron ``n`` in this extract."""
+        if self.stamped is not None:
+            stamp = f"{self.stamped.isoformat()}Z"
+            return lambda n: stamp
         if self.status_date == "daily":
             when = status_date(self.day)
             return lambda n: when
@@ -816,6 +820,7 @@ def write_extract(
     members: int = 1,
     status_date: StatusDate = "daily",
     reformat: bool = False,
+    stamped: date | None = None,
     change_rate: float = DEFAULT_CHANGE_RATE,
     depart_rate: float = DEFAULT_DEPART_RATE,
     return_rate: float = DEFAULT_RETURN_RATE,
@@ -828,10 +833,12 @@ def write_extract(
     ``status_date="version"`` writes the day each patron's current version started instead of
     ``day``, so unchanged records repeat byte for byte. ``reformat=True`` indents with tabs and
     puts the children of every ``<user>`` in another order (``contact_info`` and every other
-    child keep their insides); the content is the same.
+    child keep their insides); the content is the same. ``stamped`` writes that date as every
+    record's ``status_date`` (an SIS that stamps the day of the extract, near the day of the
+    run), whatever ``status_date`` says.
     """
     path = Path(path)
-    layout = _Layout(seed, day, status_date, reformat)
+    layout = _Layout(seed, day, status_date, reformat, stamped)
     if not _ROOT_RE.match(root):
         raise ValueError(f"invalid root element name: {root!r}")
     if members < 1:

@@ -92,8 +92,12 @@ def test_bench_runs_every_step_on_the_same_files(tmp_path: Path) -> None:
     assert result["csv_diff_skipped"] == "--skip-csv-diff"
     assert result["machine"]["cpus"] == os.cpu_count()
     correct = [t for t in result["targets"] if t["kind"] == "correct"]
-    # Three XML days and two days of the CSV feed (issue 11) per backend.
-    assert len(correct) == 5 * len(backends.split(",")) and all(t["pass"] for t in correct)
+    # Five XML days and two days of the CSV feed (issue 11) per backend.
+    assert len(correct) == 7 * len(backends.split(",")) and all(t["pass"] for t in correct)
+    # Date-stamped days: day 1's records dated anew send nothing; day 2's send its changes.
+    assert steps["sqlite.stamped1"]["result"]["sent"] == 0
+    stamped2 = steps["sqlite.stamped2"]["result"]["counts"]
+    assert stamped2["changed"] > 0 and stamped2["unchanged"] > 0
     assert steps["sqlite.csv.day0"]["result"]["sent"] == 200
     assert steps["sqlite.csv.day1"]["result"]["counts"] == steps["sqlite.day1"]["result"]["counts"]
     assert "200 sqlite day 1: iterparse time / run time" in done.stderr
