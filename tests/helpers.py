@@ -9,11 +9,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 from lxml import etree
 from sqlalchemy import MetaData, create_engine, select
 
 from deltasync.cli import cli
+from deltasync.source.xml import _SliceReader
 
 
 @cache
@@ -127,3 +129,17 @@ def write(folder: Path, name: str, content: str) -> Path:
     path = folder / name
     path.write_text(content, encoding="utf-8")
     return path
+
+
+def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A list that grows by one each time the fast reader parses a record (one read in
+    full; a record read by its digest is never parsed)."""
+    parsed: list[int] = []
+    original = _SliceReader.parse
+
+    def counted(self: _SliceReader, *args: Any) -> Any:
+        parsed.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(_SliceReader, "parse", counted)
+    return parsed

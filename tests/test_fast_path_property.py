@@ -22,12 +22,10 @@ from typing import Any
 
 import generate_extract
 import pytest
-from helpers import run_json
+from helpers import count_parses, run_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
-
-from deltasync.source.xml import _SliceReader
 
 PATRONS = 40
 
@@ -172,14 +170,7 @@ def test_the_fast_reader_takes_a_plain_file_and_says_when_it_steps_aside(
         "seed": 7,
     }
     base = tmp_path_factory.mktemp("plain")
-    parsed: list[int] = []
-    original = _SliceReader.parse
-
-    def counted(self: _SliceReader, *args: Any) -> Any:
-        parsed.append(1)
-        return original(self, *args)
-
-    monkeypatch.setattr(_SliceReader, "parse", counted)
+    parsed = count_parses(monkeypatch)
     fast = _world(base / "fast", plain, doctype=False, parsed=parsed)
     full = _world(base / "full", plain, doctype=True)
     assert [day["extract"]["read_in_full"] for day in fast] == [None, None, None]

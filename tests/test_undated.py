@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import read_delta, record, run_json, users, write
+from helpers import count_parses, read_delta, record, run_json, users, write
 
 from deltasync.source import undated
 from deltasync.source import xml as xml_source
-from deltasync.source.xml import _SliceReader
 
 TODAY = dt.date.today()
 """A date moved daily is near the day of the run (the feed's, in Chicago: a day apart at most)."""
@@ -41,19 +40,6 @@ def note(text: str) -> str:
         "<created_date>2027-01-01T00:00:00Z</created_date>"
         "</user_note></user_notes>\n"
     )
-
-
-def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """A list that grows by one each time the fast reader parses a record."""
-    parsed: list[int] = []
-    original = _SliceReader.parse
-
-    def counted(self: _SliceReader, *args: Any) -> Any:
-        parsed.append(1)
-        return original(self, *args)
-
-    monkeypatch.setattr(_SliceReader, "parse", counted)
-    return parsed
 
 
 def test_the_undated_digest_leaves_out_only_a_plain_date() -> None:
