@@ -208,9 +208,14 @@ class _Pass:
         self.counted = snap.CountedLines()
         """Records read by their bytes whose line ends were not stored, counted."""
         use_raw = fast and setup.trusted_raw
-        self.undated = fast and setup.recipe.leaves_out(UNDATED_FIELD)
+        self.undated = (
+            fast
+            and setup.recipe.leaves_out(UNDATED_FIELD)
+            and not setup.expiry.reads(UNDATED_FIELD)
+        )
         """Whether a record not found by its bytes is looked for by its undated digest (and
-        one found unchanged keeps it): the recipe leaves its status_date out."""
+        one found unchanged keeps it): the recipe leaves its status_date out, and no expiry
+        rule picks patrons by it (the rule's dates would move with it)."""
         for page in snap.present_patrons(conn, self.feed_id):
             self.present.extend(page.ids)
             self.leads.extend(leads_of(page.digests))

@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from helpers import count_parses, read_delta, record, run_json, users, write
@@ -126,11 +127,19 @@ def test_a_date_in_a_comment_or_in_a_notes_text_hides_no_change(
             "</user_note>", f"<status_date>2027-01-{4 + noted:02d}</status_date></user_note>"
         )
         nesting = dated("NESTED", "", inside=own + nested)
+        # The same in an element of another namespace: lxml's name for it is not
+        # status_date, its bytes' is.
+        foreign = (
+            f'  <user_extension xmlns="urn:example:x"><status_date>2027-01-{4 + noted:02d}'
+            "</status_date></user_extension>\n"
+        )
+        namespaced = dated("NAMESPACED", "", inside=own + foreign)
         return write(
             tmp_path,
             f"d{number}.xml",
             users(
                 nesting.replace("\n  ", "\n    ") if spaced else nesting,
+                namespaced.replace("\n  ", "\n    ") if spaced else namespaced,
                 # The tag in a comment: not the record's date, but nothing to hide either.
                 dated("COMMENT", "", inside=f"  <!-- <status_date>{stamp}</status_date> -->\n"),
                 # The tag as the text of a note: the note changes with it.
@@ -141,23 +150,23 @@ def test_a_date_in_a_comment_or_in_a_notes_text_hides_no_change(
             ),
         )
 
-    assert run_json(config, str(extract(0, 0)))["counts"]["new"] == 5
+    assert run_json(config, str(extract(0, 0)))["counts"]["new"] == 6
     # Every record's bytes differ (a date, or the notes' records indented anew), none
     # changed: each read in full and found unchanged.
     parsed.clear()
     result = run_json(config, str(extract(1, 0, spaced=True)))
-    assert result["counts"]["unchanged"] == 5 and result["batch"] is None
-    assert len(parsed) == 5
+    assert result["counts"]["unchanged"] == 6 and result["batch"] is None
+    assert len(parsed) == 6
     # The dates in the notes move: those are changes, and they are sent. PLAIN alone is read
     # by its bytes.
     parsed.clear()
     result = run_json(config, str(extract(2, 2, spaced=True)))
-    assert result["counts"]["changed"] == 2 and result["counts"]["unchanged"] == 3
+    assert result["counts"]["changed"] == 3 and result["counts"]["unchanged"] == 3
     sent = read_delta(Path(result["batch"]["file"]), validate=False)
-    assert sorted(sent) == ["CDATA", "NESTED"]
+    assert sorted(sent) == ["CDATA", "NAMESPACED", "NESTED"]
     assert "2027-01-06" in (sent["CDATA"].findtext(".//note_text") or "")
     assert sent["NESTED"].findtext(".//user_note/status_date") == "2027-01-06"
-    assert len(parsed) == 4
+    assert len(parsed) == 5
 
 
 def test_a_date_that_does_not_move_keeps_records_found_by_their_raw_digests(
@@ -195,3 +204,27 @@ def test_a_date_that_does_not_move_keeps_records_found_by_their_raw_digests(
         assert result["counts"]["unchanged"] == 3 and parsed == []
         # A date near today's is kept undated: the record is found by its undated digest.
         assert len(looked) == (0 if old else 3), stamp
+
+
+def test_an_expiry_rule_that_reads_the_status_date_keeps_every_record_read_in_full(
+    db_url: str, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    # The rule's dates move with the status_date, so the date is part of what the record
+    # means: a record whose only change is its date may be changed (a review found it).
+    today_there = dt.datetime.now(ZoneInfo("America/Chicago")).date()
+    rule = {"name": "stamped-today", "match": {"status_date": f"{today_there}Z"}}
+    config = write_config(
+        db_url,
+        feed={"expiry": {"rules": [{**rule, "expiry": "2035-01-01"}]}},
+        departure={"max_changes": "100%"},
+    )
+    counts = []
+    for number, back in enumerate((2, 1, 0)):
+        stamp = f"{today_there - dt.timedelta(days=back)}Z"
+        path = write(tmp_path, f"d{number}.xml", users(dated("A", stamp), dated("B", "")))
+        counts.append(run_json(config, str(path)))
+    assert counts[1]["counts"]["unchanged"] == 2
+    # Today's date: the rule gives A another expiry date, and that is sent.
+    assert counts[2]["counts"]["changed"] == 1
+    sent = read_delta(Path(counts[2]["batch"]["file"]))
+    assert list(sent) == ["A"] and sent["A"].findtext("expiry_date") == "2035-01-01Z"

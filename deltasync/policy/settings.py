@@ -83,6 +83,11 @@ class ExpiryConfig:
         """What the rules make of records today is part of the raw digests' seed."""
         return ";".join(r.described for r in self.rules)
 
+    def reads(self, name: str) -> bool:
+        """Whether a rule picks its patrons by the field ``name``: a record's computed dates
+        then depend on that field, whatever the digest leaves out."""
+        return any(field == name for rule in self.rules for field, _values in rule.match)
+
     def rule_for(self, fields: Mapping[str, str]) -> ExpiryRule | None:
         """The first rule whose match the record's fields satisfy."""
         return next((r for r in self.rules if r.matches(fields)), None)
