@@ -50,8 +50,7 @@ from .source import Source
 from .source.record import Record, Slice, as_slices
 from .source.scanner import StepAside
 from .source.undated import FIELD as UNDATED_FIELD
-from .source.undated import holds as undated_holds
-from .source.undated import stamped as undated_stamped
+from .source.undated import keeps as undated_keeps
 from .store import snapshot as snap
 from .store.staging import Staging
 from .userxml import identifier_values, record_expiry
@@ -322,9 +321,7 @@ class _Pass:
     def _tier2(self, record: Record, undated: bytes | None = None) -> None:
         user = record.element
         where = record.where  # now, while the source is at this record
-        if undated is not None and not (
-            undated_holds(record.raw or b"", user) and undated_stamped(user, self.setup.today)
-        ):
+        if undated is not None and not undated_keeps(record.raw or b"", user, self.setup.today):
             undated = None
         # Fixes first: one may change the match ID itself (a control character in it).
         inspection = self.checker.fix(

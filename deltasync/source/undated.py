@@ -10,14 +10,14 @@ most in that text.
 That says "unchanged" only where the text is that of the record's own ``status_date`` (a child
 of ``<user>``), which the bytes alone cannot tell: ``<status_date>`` could stand inside a
 comment, a CDATA section or a note's element. So a pass stores a patron's undated digest only
-after reading the record in full and finding it so (:func:`holds`); a slice whose undated
+after reading the record in full and finding it so (:func:`keeps`); a slice whose undated
 digest matches one stored is the same bytes around the same element, only its date's text
 differs, and that text is plain characters (no markup, no references), so it is the same
 record to Alma. Slices without a date of that plain form have no undated digest.
 
 A pass looks a slice up by its undated digest only when its raw digest found no one, and
 stores it only for a record found unchanged whose date is within :data:`STAMPED_DAYS` of the
-run's (:func:`stamped`): a feed whose dates do not move keeps finding its records by their
+run's: a feed whose dates do not move keeps finding its records by their
 raw digests, at no cost, after a day that re-spelled them all.
 """
 
@@ -61,23 +61,19 @@ def digest(raw: bytes, seed: int) -> bytes | None:
     return xxhash.xxh3_128_digest(raw[:start] + raw[end:], seed=seed ^ SEED)
 
 
-def holds(raw: bytes, user: etree._Element) -> bool:
-    """Whether the undated digest of ``raw`` (which has one) may stand for the record read
-    from it as ``user``: the only ``<status_date>`` of its bytes is the record's own field.
+def keeps(raw: bytes, user: etree._Element, today: dt.date) -> bool:
+    """Whether a record read in full from ``raw`` (which has an undated digest) as ``user``
+    keeps its undated digest: the only ``<status_date>`` of its bytes is the record's own
+    field, and that date looks stamped with the day of the extract.
 
     Its bytes hold no comment, CDATA section, declaration or processing instruction (where
     the tag could stand as text), so every ``<status_date`` in them starts an element's tag:
-    there is one, so the record holds one element of that name, and it is a child of
-    ``<user>``. (Bytes, not a walk of the record: a walk cost a tenth of a record's reading.)
+    there is one, so the record holds one element of that name, and ``<user>`` has it as a
+    child (bytes, not a walk of the record: a walk cost a tenth of a record's reading). Its
+    date is within :data:`STAMPED_DAYS` of ``today``: only a guess at what tomorrow brings, so
+    that a record whose date does not move is found by its raw digest without a second look-up.
     """
     if b"<!" in raw or b"<?" in raw or raw.count(_NAMED) != 1:
         return False
-    return user.find(FIELD) is not None
-
-
-def stamped(user: etree._Element, today: dt.date) -> bool:
-    """Whether the record's status_date looks stamped with the day of the extract: within
-    :data:`STAMPED_DAYS` of ``today``. Only a guess at what tomorrow brings: a record whose
-    date does not move is found by its raw digest without the second look-up."""
-    day = parse_alma_date(user.findtext(FIELD))
+    day = parse_alma_date(user.findtext(FIELD))  # None: <user> has no such child
     return day is not None and abs((day - today).days) <= STAMPED_DAYS
