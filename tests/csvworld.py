@@ -13,9 +13,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import count_calls
 
 from deltasync.mapping.render import Renderer
 
@@ -181,12 +181,4 @@ def csv_config(write_config: Callable[..., Path], url: str, **feed: object) -> P
 
 def count_renders(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A list that grows by one each time a row is rendered through a mapping."""
-    rendered: list[int] = []
-    original = Renderer.render
-
-    def counted(self: Renderer, *args: Any) -> Any:
-        rendered.append(1)
-        return original(self, *args)
-
-    monkeypatch.setattr(Renderer, "render", counted)
-    return rendered
+    return count_calls(monkeypatch, Renderer, "render")

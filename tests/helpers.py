@@ -131,15 +131,21 @@ def write(folder: Path, name: str, content: str) -> Path:
     return path
 
 
+def count_calls(monkeypatch: pytest.MonkeyPatch, owner: object, name: str) -> list[int]:
+    """A list that grows by one each time ``owner.name`` (a method of a class, a function of
+    a module) is called, which it still does."""
+    calls: list[int] = []
+    original = getattr(owner, name)
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
 def count_parses(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """A list that grows by one each time the fast reader parses a record (one read in
     full; a record read by its digest is never parsed)."""
-    parsed: list[int] = []
-    original = _SliceReader.parse
-
-    def counted(self: _SliceReader, *args: Any) -> Any:
-        parsed.append(1)
-        return original(self, *args)
-
-    monkeypatch.setattr(_SliceReader, "parse", counted)
-    return parsed
+    return count_calls(monkeypatch, _SliceReader, "parse")

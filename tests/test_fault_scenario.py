@@ -8,9 +8,10 @@ rejected and replay; then Alma's users must equal the last extract, departed pat
 with no "already taken in this feed" rejection on the way.
 
 Odd seeds stamp every record with the day's status_date (ignored by the feed): every record's
-bytes differ from the day before's and all are read in full, as with a rolling date. Even seeds
-stamp the day each patron's version started: unchanged records repeat byte for byte and are
-read by their raw digests, so a crash is also injected into runs that take the fast path.
+bytes differ from the day before's, and an unchanged one is read in full the first day its
+date moves and by its undated digest after. Even seeds stamp the day each patron's version
+started: unchanged records repeat byte for byte and are read by their raw digests. So a crash
+is injected into runs that read records in full, by raw and by undated digest.
 
 Pickup mode cannot see inside Alma's job: a run that renames a file without loading it, or a
 rejected user, looks like success. Those two faults are left out of pickup mode (README).

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from helpers import count_parses, read_delta, record, run_json, users, write
+from helpers import count_calls, count_parses, read_delta, record, run_json, users, write
 
 from deltasync.source import undated
 from deltasync.source import xml as xml_source
@@ -177,14 +177,7 @@ def test_a_date_that_does_not_move_keeps_records_found_by_their_raw_digests(
     # A day that spells every record anew has each read in full and found unchanged. Where
     # the date is the day the record last changed, long ago, the raw digest is kept: the next
     # day finds every record by it, without looking for an undated digest at all.
-    looked: list[int] = []
-    original = xml_source.undated_digest
-
-    def counted(*args: Any) -> Any:
-        looked.append(1)
-        return original(*args)
-
-    monkeypatch.setattr(xml_source, "undated_digest", counted)
+    looked = count_calls(monkeypatch, xml_source, "undated_digest")
     parsed = count_parses(monkeypatch)
     for old, stamp in ((True, "2019-08-26Z"), (False, f"{TODAY}Z")):
         folder = tmp_path / stamp

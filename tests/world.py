@@ -43,8 +43,9 @@ class World:
     """Day 0's run."""
     status_date: generate_extract.StatusDate = "daily"
     """Each record's status_date: the day of the extract (every record's bytes differ from
-    the day before's: all read in full, as with a rolling date), or the day its current
-    version started (unchanged records repeat byte for byte: read by their digests)."""
+    the day before's: read in full the first day its date moves, by its undated digest
+    after), or the day its current version started (unchanged records repeat byte for byte:
+    read by their raw digests)."""
 
     def __post_init__(self) -> None:
         self.remote = self.root / "alma-inbox"
