@@ -243,6 +243,9 @@ class _Pass:
         self.cuts: set[str] = set()
         """Match keys of records whose dates moved earlier."""
         self.expiry_days: dict[int, int] = defaultdict(int)
+        self.read_unchanged: dict[str, int] = {}
+        """Match key → patron of the fold participants read only by their bytes (never staged):
+        one held back is counted held back, not unchanged, and its stored record stands."""
 
     # -- the pass -----------------------------------------------------------------------------
 
@@ -517,9 +520,10 @@ class _Pass:
                 setattr(counts, kind, getattr(counts, kind) + number)
             elif kind == DATES_LATER:
                 counts.unchanged += number
-        # Read unchanged by their bytes, never in full, and not in two copies.
+        # Read unchanged by their bytes, never in full, not in two copies and not held back.
         repeated_tier1 = sum(1 for p in repeated if self.seen[p - self.low] == TIER1)
-        counts.unchanged += self.seen.count(TIER1) - repeated_tier1
+        held_unread = self._held_unread(held, repeated)
+        counts.unchanged += self.seen.count(TIER1) - repeated_tier1 - len(held_unread)
         held_back = [*held.values(), *self.failed.values(), *self.unidentified]
         counts.held_back = len(held_back)
         departures, present_before, tier1_terms = self._present()
@@ -539,7 +543,7 @@ class _Pass:
             + len(self.failed),
             read=self.read,
             repaired=self.repaired - set(held) - set(self.failed),
-            held_patrons=self._held_patrons(set(held) | set(self.failed), repeated),
+            held_patrons=self._held_patrons(set(held) | set(self.failed), repeated + held_unread),
             expiry_moves=len(self.moves - set(self.failed)),
             expiry_cuts=len(self.cuts - set(self.failed)),
             expiry_days=dict(self.expiry_days),
@@ -549,6 +553,15 @@ class _Pass:
     def _held_patrons(self, keys: set[str], repeated: list[int]) -> list[int]:
         found = {row.patron_id for row in self.staging.find(keys) if row.patron_id is not None}
         return sorted(found | set(repeated))
+
+    def _held_unread(self, held: dict[str, HeldBack], repeated: list[int]) -> list[int]:
+        """Patrons held back whose record was read only by its bytes, in one copy."""
+        twice = set(repeated)
+        return [
+            patron
+            for key, patron in self.read_unchanged.items()
+            if key in held and patron not in twice and self.seen[patron - self.low] == TIER1
+        ]
 
     def _tier1_reads(self) -> int:
         return (
@@ -637,6 +650,7 @@ class _Pass:
         unplaced: dict[str, bytes] = {}
         for p in stored:
             owners[p.match_key] = (p.match_id, "")
+            self.read_unchanged[p.match_key] = p.patron_id
             if p.raw_digest is not None:
                 unplaced[p.match_key] = p.raw_digest
             for name, form in p.folds:
@@ -652,6 +666,7 @@ class _Pass:
             known = snap.lookup(self.conn, self.feed_id, [form]).get(form)
             if known is not None and self.seen[known.patron_id - self.low] & TIER1:
                 owners.setdefault(form, (known.match_id, ""))
+                self.read_unchanged.setdefault(form, known.patron_id)
                 if known.raw_digest is not None:
                     unplaced[form] = known.raw_digest
         clashes: list[tuple[str, str, str]] = []
