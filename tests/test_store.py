@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from helpers import invoke, run_json
+from helpers import invoke, record, run_json, users, write
 from sqlalchemy import Connection, inspect, text
 
 from deltasync.store import create_store_engine, open_store
 from deltasync.store.batches import Pending, PendingRows
 from deltasync.store.engine import HEAD_REVISION, alembic_config
-from deltasync.store.tables import chunks
+from deltasync.store.tables import ANALYZE_AFTER, chunks
 
 
 def test_migrations_match_the_models(db_url: str) -> None:
@@ -268,3 +268,26 @@ def test_pending_rows_read_as_the_list_they_replace() -> None:
         rows[7]
     with pytest.raises(ValueError, match="digest of 8 bytes"):
         rows.append(1, 2, b"12345678")
+
+
+def test_postgres_plans_with_the_statistics_of_a_large_batch_confirmed(
+    pg_url: str, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Confirming a first batch rewrites every patron: the planner's statistics are refreshed
+    at once (at the run's apply they said that no patron was confirmed), so the next run does
+    not plan its search for what to send for a store where everyone is unconfirmed."""
+    config = write_config(pg_url)
+    extract = users(*(record(f"P{n:05}", barcode=f"b{n}") for n in range(ANALYZE_AFTER)))
+    result = run_json(config, str(write(tmp_path, "d0.xml", extract)))
+    assert result["counts"]["new"] == ANALYZE_AFTER
+    engine = create_store_engine(pg_url)
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM batch")).scalar_one()
+        unconfirmed = conn.execute(
+            text(
+                "SELECT null_frac FROM pg_stats"
+                " WHERE tablename = 'patron' AND attname = 'confirmed_digest'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert (status, unconfirmed) == ("confirmed", 0)

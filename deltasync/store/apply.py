@@ -22,6 +22,7 @@ from .tables import (
     chunks,
     identifier_t,
     patron_t,
+    refresh_statistics,
     staged_identifier_t,
     staged_t,
     version_t,
@@ -37,8 +38,6 @@ NEW_VERSION = (
 )
 """Staged kinds that become the patron's next version."""
 SENT = (Kind.NEW.value, Kind.CHANGED.value, Kind.RETURNED.value)
-ANALYZE_AFTER = 5000
-"""Staged records from which a run refreshes PostgreSQL's statistics before it goes on."""
 
 
 def apply(
@@ -162,8 +161,7 @@ def apply(
     if absent is not None:  # only a feed with grace_days or keep_groups has absent patrons
         _absent(conn, feed_id, absent, last_seen_before)
     _index_identifiers(conn, feed_id)
-    if conn.dialect.name == "postgresql":
-        _refresh_statistics(conn, feed_id)
+    _refresh_statistics(conn, feed_id)
     conn.execute(delete(staged_t).where(mine))
     conn.execute(delete(staged_identifier_t).where(staged_identifier_t.c.feed_id == feed_id))
 
@@ -171,15 +169,16 @@ def apply(
 def _refresh_statistics(conn: Connection, feed_id: int) -> None:
     """After a large change, tell PostgreSQL's planner how large the snapshot now is.
 
-    Autovacuum cannot see rows this transaction wrote, and the planner then plans what follows
-    (linking 100,000 new versions to their batch) for the tables as they were: on a first run
-    after another feed's, each statement read the whole version table, for minutes in all.
+    Without it the planner plans what follows (linking 100,000 new versions to their batch)
+    for the tables as they were: on a first run after another feed's, each statement read the
+    whole version table, for minutes in all.
     """
+    if conn.dialect.name != "postgresql":
+        return
     staged = conn.execute(
         select(func.count()).select_from(staged_t).where(staged_t.c.feed_id == feed_id)
     ).scalar_one()
-    if staged >= ANALYZE_AFTER:
-        conn.exec_driver_sql("ANALYZE patron, patron_version, patron_identifier")
+    refresh_statistics(conn, staged, patron_t, version_t, identifier_t)
 
 
 def _no_longer_seen(conn: Connection, versions: Any, seen_last: dt.datetime | None) -> None:

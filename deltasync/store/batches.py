@@ -39,6 +39,7 @@ from .tables import (
     event_t,
     member_t,
     patron_t,
+    refresh_statistics,
     version_t,
 )
 
@@ -218,7 +219,7 @@ def _advance_confirmed(conn: Connection, batch: BatchState) -> None:
         .where(m.batch_id == batch.id, m.patron_id == patron_t.c.id)
         .scalar_subquery()
     )
-    conn.execute(
+    confirmed = conn.execute(
         update(patron_t)
         .where(
             patron_t.c.id.in_(
@@ -228,7 +229,11 @@ def _advance_confirmed(conn: Connection, batch: BatchState) -> None:
             or_(patron_t.c.confirmed_seq.is_(None), patron_t.c.confirmed_seq < batch.seq),
         )
         .values(confirmed_digest=carried, confirmed_seq=batch.seq, confirmed_expiry=expiry)
-    )
+    ).rowcount
+    # A first batch confirmed: what is unconfirmed is no longer every patron. Planned with the
+    # statistics of before, finding the next run's ~1,000 patrons to send out of 100,000 took
+    # 128 ms instead of 16.
+    refresh_statistics(conn, confirmed, patron_t, member_t)
 
 
 def reject(conn: Connection, batch: BatchState, reasons: dict[int, str]) -> None:
@@ -383,13 +388,14 @@ def add_members(conn: Connection, batch_id: int, rows: Sequence[Pending]) -> Non
                 for r in chunk
             ],
         )
-        conn.execute(
-            update(version_t)
-            .where(
-                version_t.c.id.in_([r.version_id for r in chunk]), version_t.c.batch_id.is_(None)
-            )
-            .values(batch_id=batch_id)
-        )
+    # One statement, by the rows just written: on PostgreSQL an IN list of a thousand ids per
+    # chunk took 24-57 ms to plan and run for a day's thousand records.
+    carried = select(member_t.c.version_id).where(member_t.c.batch_id == batch_id)
+    conn.execute(
+        update(version_t)
+        .where(version_t.c.id.in_(carried), version_t.c.batch_id.is_(None))
+        .values(batch_id=batch_id)
+    )
 
 
 def payloads(conn: Connection, version_ids: list[int]) -> Iterator[bytes]:

@@ -84,6 +84,20 @@ class Digests:
         return bytes(self._packed[start : start + DIGEST_BYTES])
 
 
+ANALYZE_AFTER = 5000
+"""Rows one statement set may rewrite before PostgreSQL's statistics of them are refreshed."""
+
+
+def refresh_statistics(conn: Connection, rows: int, *tables: Table) -> None:
+    """After ``rows`` were written to ``tables`` (at least :data:`ANALYZE_AFTER`), give
+    PostgreSQL's planner their statistics now, in this transaction: autovacuum sees a change
+    only after it is committed, and a minute or more later, while the same run — or the next
+    one, started at once — plans its queries for the tables as they were. (SQLite's planner
+    keeps no statistics it is not asked for.)"""
+    if rows >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("ANALYZE " + ", ".join(table.name for table in tables))
+
+
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
     """``items`` in consecutive slices of at most ``size``."""
     for start in range(0, len(items), size):
