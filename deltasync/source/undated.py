@@ -73,7 +73,14 @@ def keeps(raw: bytes, user: etree._Element, today: dt.date) -> bool:
     date is within :data:`STAMPED_DAYS` of ``today``: only a guess at what tomorrow brings, so
     that a record whose date does not move is found by its raw digest without a second look-up.
     """
-    if b"<!" in raw or b"<?" in raw or raw.count(_NAMED) != 1:
+    if _holds(raw, b"!", b"<!") or _holds(raw, b"?", b"<?") or raw.count(_NAMED) != 1:
         return False
     day = parse_alma_date(user.findtext(FIELD))  # None: <user> has no such child
     return day is not None and abs((day - today).days) <= STAMPED_DAYS
+
+
+def _holds(raw: bytes, mark: bytes, markup: bytes) -> bool:
+    """Whether ``raw`` holds ``markup`` (``<`` and ``mark``): a search for a one-byte ``mark``
+    first, which most records do not hold at all (0.2 µs against 2 µs for the pair, every
+    ``<`` of the record a false start)."""
+    return mark in raw and markup in raw
