@@ -82,6 +82,7 @@ def check_file(
                     today=today,
                     trusted_raw=False,
                     keep_payloads=False,
+                    count_expiry=True,
                 )
                 scanned = scan(conn, setup, source, Staging(conn, setup.feed_id))
                 conn.rollback()

@@ -80,6 +80,8 @@ class ScanSetup:
     """False for ``check``, which keeps nothing it reads."""
     expiry: ExpiryConfig = ExpiryConfig()
     """Computed dates, and whether a later date alone waits for renewal."""
+    count_expiry: bool = False
+    """Count the records read in full by their expiry date (``check``'s heartbeat warning)."""
 
 
 @dataclass
@@ -112,7 +114,7 @@ class Scanned:
     """Records read by their bytes whose line ends were not stored yet, counted."""
     expiry_days: dict[int, int] = field(default_factory=dict)
     """Days from today to the expiry date → how many records read in full (bounded: one
-    entry per distinct date), for ``check``'s heartbeat warning."""
+    entry per distinct date), for ``check``'s heartbeat warning (``count_expiry``)."""
 
 
 @dataclass
@@ -142,6 +144,18 @@ class _Read:
     undated: bytes | None = None
     """The record's undated digest (:mod:`~deltasync.source.undated`) where it may stand for
     the record: kept instead of its raw digest when it is found unchanged."""
+    element: etree._Element | None = None
+    """The element to take ``expiry`` and ``identifiers`` from once they are wanted (the fast
+    reader's, kept anyway): a record found unchanged needs neither, and on a day that
+    re-spells every record their reading was a twelfth of the pass."""
+
+    def take(self) -> None:
+        """Take the expiry date and the identifier values from the element, if not yet."""
+        user = self.element
+        if user is not None:
+            self.expiry = record_expiry(user)
+            self.identifiers = _identifiers(user)
+            self.element = None
 
     def payload(self, recipe: Recipe) -> bytes | None:
         """The record in canonical form (made on first asking)."""
@@ -353,8 +367,10 @@ class _Pass:
         if folds:
             self.folds.setdefault(key, (match_id, where, tuple(folds.items())))
         repaired = any(f.policy == Policy.FIX for f in inspection.findings)
-        expiry = record_expiry(user)
-        if expiry is not None:
+        kept = self._kept(user)
+        later = isinstance(kept, etree._Element) and not self.setup.count_expiry
+        expiry = None if later else record_expiry(user)
+        if expiry is not None and self.setup.count_expiry:
             self.expiry_days[(expiry - self.setup.today).days] += 1
         self.waiting.append(
             _Read(
@@ -366,13 +382,14 @@ class _Pass:
                 match_id,
                 key,
                 self.setup.recipe.digest(user),
-                self._kept(user),
+                kept,
                 expiry,
                 partial(_findings, made, self.checker, inspection),
-                [(id_type, value_hash(value)) for id_type, value in identifier_values(user)],
+                [] if later else _identifiers(user),
                 snap.encode_folds(folds),
                 repaired,
                 undated,
+                user if later else None,
             )
         )
 
@@ -483,6 +500,7 @@ class _Pass:
             # its undated one, so that tomorrow's status_date finds it by its bytes too.
             add(kind, raw_digest=read.undated or read.raw_digest)
             return
+        read.take()
         if kind == DATES_LATER:
             # Not a change: the stored record (and its raw digest) stands, so this one is read
             # in full again tomorrow; it is kept at hand in case it is renewed today.
@@ -804,6 +822,10 @@ def _split(where: str) -> tuple[str, int]:
 
 def _position(where: str) -> tuple[str, int]:
     return _split(where)
+
+
+def _identifiers(user: etree._Element) -> list[tuple[str, int]]:
+    return [(id_type, value_hash(value)) for id_type, value in identifier_values(user)]
 
 
 def _findings(made: list[Finding], checker: RecordChecker, inspection: Any) -> list[Finding]:
