@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -291,3 +292,41 @@ def test_postgres_plans_with_the_statistics_of_a_large_batch_confirmed(
         ).scalar_one()
     engine.dispose()
     assert (status, unconfirmed) == ("confirmed", 0)
+
+
+def test_a_refresh_of_statistics_gives_up_the_lock_another_transaction_holds(
+    pg_url: str, write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Another feed's run of a shared store holds ANALYZE's lock on the patron table for as
+    long as its transaction lasts: a first run of 5,000 patrons waits a moment for it at
+    each of its refreshes, then goes on without them (before: until the other committed)."""
+    import subprocess
+
+    config = write_config(pg_url)
+    extract = users(*(record(f"P{n:05}", barcode=f"b{n}") for n in range(ANALYZE_AFTER)))
+    path = write(tmp_path, "d0.xml", extract)
+    open_store(pg_url).close()
+    engine = create_store_engine(pg_url)
+    try:
+        with engine.connect() as other:
+            other.exec_driver_sql("ANALYZE patron")  # its lock lasts until this transaction ends
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "deltasync",
+                    "--config",
+                    str(config),
+                    "run",
+                    "--json",
+                    str(path),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,  # without the give-up the run waits for this block to end: never
+            )
+            other.rollback()
+    finally:
+        engine.dispose()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["counts"]["new"] == ANALYZE_AFTER

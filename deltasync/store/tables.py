@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Select, Table, insert
+from sqlalchemy.exc import OperationalError
 
 from .models import (
     batch_t,
@@ -86,16 +87,34 @@ class Digests:
 
 ANALYZE_AFTER = 5000
 """Rows one statement set may rewrite before PostgreSQL's statistics of them are refreshed."""
+ANALYZE_WAIT = "2s"
+"""How long a refresh of statistics waits for its lock before it is given up."""
+LOCK_NOT_AVAILABLE = "55P03"
 
 
-def refresh_statistics(conn: Connection, rows: int, *tables: Table) -> None:
+def refresh_statistics(conn: Connection, rows: int, *tables: Table) -> bool:
     """After ``rows`` were written to ``tables`` (at least :data:`ANALYZE_AFTER`), give
     PostgreSQL's planner their statistics now, in this transaction: autovacuum sees a change
     only after it is committed, and a minute or more later, while the same run — or the next
     one, started at once — plans its queries for the tables as they were. (SQLite's planner
-    keeps no statistics it is not asked for.)"""
-    if rows >= ANALYZE_AFTER and conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("ANALYZE " + ", ".join(table.name for table in tables))
+    keeps no statistics it is not asked for.) Whether they were refreshed.
+
+    ANALYZE holds a lock until the transaction ends, and another ANALYZE of the same table
+    waits for it: another feed's run of a store several feeds share may hold it for minutes.
+    Statistics only make statements faster, so the refresh waits :data:`ANALYZE_WAIT` at most
+    and is otherwise given up (in a savepoint: the transaction goes on as it was)."""
+    if rows < ANALYZE_AFTER or conn.dialect.name != "postgresql":
+        return False
+    try:
+        with conn.begin_nested():
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{ANALYZE_WAIT}'")
+            conn.exec_driver_sql("ANALYZE " + ", ".join(table.name for table in tables))
+            conn.exec_driver_sql("SET LOCAL lock_timeout TO DEFAULT")
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        return False
+    return True
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
