@@ -271,6 +271,12 @@ def test_pending_rows_read_as_the_list_they_replace() -> None:
         rows.append(1, 2, b"12345678")
 
 
+def _large_first_extract(tmp_path: Path) -> Path:
+    """A first extract large enough that PostgreSQL's statistics are refreshed after it."""
+    extract = users(*(record(f"P{n:05}", barcode=f"b{n}") for n in range(ANALYZE_AFTER)))
+    return write(tmp_path, "d0.xml", extract)
+
+
 def test_postgres_plans_with_the_statistics_of_a_large_batch_confirmed(
     pg_url: str, write_config: Callable[..., Path], tmp_path: Path
 ) -> None:
@@ -278,8 +284,7 @@ def test_postgres_plans_with_the_statistics_of_a_large_batch_confirmed(
     at once (at the run's apply they said that no patron was confirmed), so the next run does
     not plan its search for what to send for a store where everyone is unconfirmed."""
     config = write_config(pg_url)
-    extract = users(*(record(f"P{n:05}", barcode=f"b{n}") for n in range(ANALYZE_AFTER)))
-    result = run_json(config, str(write(tmp_path, "d0.xml", extract)))
+    result = run_json(config, str(_large_first_extract(tmp_path)))
     assert result["counts"]["new"] == ANALYZE_AFTER
     engine = create_store_engine(pg_url)
     with engine.connect() as conn:
@@ -303,8 +308,7 @@ def test_a_refresh_of_statistics_gives_up_the_lock_another_transaction_holds(
     import subprocess
 
     config = write_config(pg_url)
-    extract = users(*(record(f"P{n:05}", barcode=f"b{n}") for n in range(ANALYZE_AFTER)))
-    path = write(tmp_path, "d0.xml", extract)
+    path = _large_first_extract(tmp_path)
     open_store(pg_url).close()
     engine = create_store_engine(pg_url)
     try:

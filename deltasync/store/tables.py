@@ -92,19 +92,19 @@ ANALYZE_WAIT = "2s"
 LOCK_NOT_AVAILABLE = "55P03"
 
 
-def refresh_statistics(conn: Connection, rows: int, *tables: Table) -> bool:
+def refresh_statistics(conn: Connection, rows: int, *tables: Table) -> None:
     """After ``rows`` were written to ``tables`` (at least :data:`ANALYZE_AFTER`), give
     PostgreSQL's planner their statistics now, in this transaction: autovacuum sees a change
     only after it is committed, and a minute or more later, while the same run — or the next
     one, started at once — plans its queries for the tables as they were. (SQLite's planner
-    keeps no statistics it is not asked for.) Whether they were refreshed.
+    keeps no statistics it is not asked for.)
 
     ANALYZE holds a lock until the transaction ends, and another ANALYZE of the same table
     waits for it: another feed's run of a store several feeds share may hold it for minutes.
     Statistics only make statements faster, so the refresh waits :data:`ANALYZE_WAIT` at most
     and is otherwise given up (in a savepoint: the transaction goes on as it was)."""
     if rows < ANALYZE_AFTER or conn.dialect.name != "postgresql":
-        return False
+        return
     try:
         with conn.begin_nested():
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{ANALYZE_WAIT}'")
@@ -113,8 +113,6 @@ def refresh_statistics(conn: Connection, rows: int, *tables: Table) -> bool:
     except OperationalError as exc:
         if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
             raise
-        return False
-    return True
 
 
 def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
